@@ -1,0 +1,44 @@
+"""The agent API: submit a request, read it back."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from ninja import Header, Router, Status
+from ninja.security import HttpBearer
+
+from reviewq import selectors, services
+from reviewq.models import AgentKey, Request
+from reviewq.schemas import ErrorOut, RequestIn, RequestOut
+
+
+class AgentKeyAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> AgentKey | None:
+        return services.agent_key_authenticate(token)
+
+
+router = Router(tags=["requests"], auth=AgentKeyAuth())
+_ERRORS = {code: ErrorOut for code in (400, 401, 404, 409, 422)}
+
+
+def _agent_key(request: HttpRequest) -> AgentKey:
+    return request.auth  # type: ignore[attr-defined]  # set by AgentKeyAuth
+
+
+@router.post("/requests", response={201: RequestOut, 202: RequestOut, **_ERRORS})
+async def create_request(
+    request: HttpRequest, body: RequestIn, idempotency_key: str = Header("", alias="Idempotency-Key")
+) -> Status:
+    """Submit a conversation and tools. 201 with the answer if it is final within ``wait_ms``, else 202."""
+    agent_key = _agent_key(request)
+    created, _ = await sync_to_async(services.request_create)(
+        agent_key=agent_key, payload=body.payload(), idempotency_key=idempotency_key[:255]
+    )
+    final = await selectors.request_wait_final(agent_key=agent_key, request_id=created.id, wait_ms=body.wait_ms)
+    return Status(201 if final.is_final else 202, final)
+
+
+@router.get("/requests/{request_id}", response={200: RequestOut, **_ERRORS})
+def get_request(request: HttpRequest, request_id: str) -> Request:
+    """The request's status, and once released its action and who released it."""
+    return selectors.request_get_for_agent(agent_key=_agent_key(request), request_id=request_id)

@@ -1,0 +1,69 @@
+"""Hands pipeline work to whoever runs it: Celery workers, or a thread pool in this process.
+
+Always called inside the transaction that created or reset the request, and deferred with
+``on_commit``: a task never runs before its row is visible, and a rolled-back request is never
+enqueued. If the process dies between commit and publish, the sweeper re-enqueues the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def enqueue_pipeline(request_id: Any) -> None:
+    """Run the pipeline for ``request_id`` once the current transaction commits."""
+    request_id = str(request_id)
+    transaction.on_commit(lambda: _publish(request_id))
+
+
+def _publish(request_id: str) -> None:
+    if settings.EMBEDDED_WORKER:
+        _embedded_executor().submit(_run_embedded, request_id)
+        return
+    from reviewq.tasks import run_pipeline
+
+    try:
+        run_pipeline.delay(request_id)
+    except Exception:
+        logger.exception("could not publish request %s; the sweeper will pick it up", request_id)
+
+
+def _embedded_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=settings.EMBEDDED_WORKER_THREADS, thread_name_prefix="reviewq-pipeline"
+            )
+        return _executor
+
+
+def _run_embedded(request_id: str) -> None:
+    from reviewq.pipeline import run_pipeline
+
+    close_old_connections()
+    try:
+        run_pipeline(request_id)
+    except Exception:
+        logger.exception("pipeline failed for request %s", request_id)
+    finally:
+        close_old_connections()
+
+
+def drain_embedded() -> None:
+    """Wait for queued embedded work (tests, shutdown)."""
+    global _executor
+    with _executor_lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=True)

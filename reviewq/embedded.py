@@ -1,0 +1,60 @@
+"""The embedded mode's stand-in for Celery beat: a daemon thread in the web process.
+
+It runs the same services beat runs in the services mode (the sweeper and expiry), and loads
+the local models once at start so the first request does not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+_started = threading.Event()
+SWEEP_EVERY_SECONDS = 15.0
+EXPIRE_EVERY_SECONDS = 5.0
+
+
+def start_scheduler() -> None:
+    if _started.is_set():
+        return
+    _started.set()
+    threading.Thread(target=_loop, name="reviewq-scheduler", daemon=True).start()
+
+
+def _warm_models() -> None:
+    from router.backends.registry import get_backend
+    from router.models import ModelSpec
+
+    for spec in ModelSpec.objects.filter(enabled=True, tier="slm"):
+        if "tool_use" not in (spec.strengths or []):
+            continue
+        started = time.perf_counter()
+        get_backend(spec)
+        logger.info("loaded %s in %.1f s", spec.name, time.perf_counter() - started)
+
+
+def _loop() -> None:
+    from reviewq import services
+
+    try:
+        _warm_models()
+    except Exception:
+        logger.exception("could not preload the local models")
+    last_sweep = 0.0
+    while True:
+        try:
+            now = time.monotonic()
+            if now - last_sweep >= SWEEP_EVERY_SECONDS:
+                # The first pass also recovers requests a previous run left half done.
+                services.sweep_stuck_requests()
+                last_sweep = now
+            services.expire_review_items()
+        except Exception:
+            logger.exception("scheduled maintenance failed")
+        finally:
+            close_old_connections()
+        time.sleep(EXPIRE_EVERY_SECONDS)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from reviewq.services import agent_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an agent API key and print it once (only its hash is stored)."
+
+    def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
+        parser.add_argument("name")
+        parser.add_argument(
+            "--owner", help="Username of the person behind the agent; they may not review its requests."
+        )
+
+    def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        owner = None
+        if options["owner"]:
+            owner = get_user_model().objects.filter(username=options["owner"]).first()
+            if owner is None:
+                raise CommandError(f"no user named {options['owner']!r}")
+        _, raw_key = agent_key_create(name=options["name"], owner=owner)
+        self.stdout.write(raw_key)

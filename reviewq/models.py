@@ -1,0 +1,224 @@
+"""The gateway's records: agent keys, requests, tools and policies, held items, golden traces.
+
+State changes never go through ``save()`` on a loaded row: services move a request or a review
+item with a conditional UPDATE (see reviewq/transitions.py), so a redelivered task or a second
+reviewer can never move it twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.db.models import Q
+
+
+class AgentKey(models.Model):
+    """A bearer key an agent uses on the API. Only its SHA-256 is stored."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to tell keys apart.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The person who raised requests with this key: they may never decide on them.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class RequestStatus(models.TextChoices):
+    RECEIVED = "received"
+    ROUTING = "routing"
+    PROPOSING = "proposing"
+    VALIDATING = "validating"
+    ESCALATED = "escalated"
+    ADJUDICATING = "adjudicating"
+    AWAITING_REVIEW = "awaiting_review"
+    RELEASED = "released"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset(
+    {RequestStatus.RELEASED, RequestStatus.DENIED, RequestStatus.EXPIRED, RequestStatus.FAILED}
+)
+# States in which a worker owns the request; the sweeper re-enqueues them when the lease passes.
+WORKING_STATUSES = frozenset(
+    {
+        RequestStatus.RECEIVED,
+        RequestStatus.ROUTING,
+        RequestStatus.PROPOSING,
+        RequestStatus.VALIDATING,
+        RequestStatus.ESCALATED,
+        RequestStatus.ADJUDICATING,
+    }
+)
+
+
+class Request(models.Model):
+    """One agent request: a conversation and tools in, one action out."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent_key = models.ForeignKey(AgentKey, on_delete=models.PROTECT, related_name="requests")
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    body_sha256 = models.CharField(max_length=64)
+
+    messages = models.JSONField()
+    tools = models.JSONField(default=list)
+    task_type = models.CharField(max_length=32, blank=True)
+    response_schema = models.JSONField(null=True, blank=True)
+    labels = models.JSONField(null=True, blank=True)
+    callback_url = models.URLField(max_length=500, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(
+        max_length=20, choices=RequestStatus.choices, default=RequestStatus.RECEIVED, db_index=True
+    )
+    route = models.JSONField(default=dict, blank=True, help_text="Chosen model and why.")
+    proposal = models.JSONField(null=True, blank=True, help_text="The last validated model proposal.")
+    action = models.JSONField(null=True, blank=True, help_text="The released action.")
+    decision = models.JSONField(default=dict, blank=True, help_text="Who or what decided, and why.")
+    failure_reason = models.TextField(blank=True)
+
+    # A worker owns a request in a working state until this time; then the sweeper takes over.
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    pipeline_runs = models.PositiveSmallIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent_key", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="unique_idempotency_key_per_agent",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class ToolSpec(models.Model):
+    """A tool ops know about, with the risk tags that policies match on."""
+
+    class RiskTag(models.TextChoices):
+        READ = "read"
+        PAYMENT = "payment"
+        PII = "pii"
+        DESTRUCTIVE = "destructive"
+        EXTERNAL_COMM = "external_comm"
+        WRITE = "write"
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    parameters = models.JSONField(default=dict, blank=True, help_text="JSON Schema of the arguments.")
+    risk_tags = models.JSONField(default=list, blank=True, help_text='e.g. ["payment", "destructive"]')
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RiskPolicy(models.Model):
+    """A deterministic rule: which actions it matches, and what happens to them."""
+
+    class Decision(models.TextChoices):
+        AUTO = "auto", "Release automatically"
+        ADJUDICATE = "adjudicate", "Second-model check"
+        HUMAN = "human", "Hold for a human"
+        BLOCK = "block", "Block (deny)"
+
+    name = models.CharField(max_length=100, unique=True)
+    priority = models.IntegerField(default=100, help_text="Lower numbers are checked first.")
+    tool_pattern = models.CharField(max_length=100, default="*", help_text="Shell-style, e.g. get_*")
+    match_tags = models.JSONField(
+        default=list, blank=True, help_text="Matches when the tool has any of these tags; empty: any."
+    )
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    reviewer_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL)
+    sla_seconds = models.PositiveIntegerField(default=900)
+    expiry_seconds = models.PositiveIntegerField(default=86400)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        verbose_name_plural = "risk policies"
+
+    def __str__(self) -> str:
+        return f"{self.priority}: {self.name} → {self.decision}"
+
+
+class ReviewItem(models.Model):
+    """A held action waiting for a human."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        EDITED = "edited"
+        DENIED = "denied"
+        EXPIRED = "expired"
+
+    request = models.OneToOneField(Request, on_delete=models.CASCADE, related_name="review_item")
+    policy = models.ForeignKey(RiskPolicy, null=True, blank=True, on_delete=models.SET_NULL)
+    hold_reason = models.TextField(help_text="Why the action was held.")
+    risk_tags = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sla_due_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"Review of {self.request_id} ({self.status})"
+
+
+class GoldenTrace(models.Model):
+    """A human decision on a model proposal: the training signal for the next small model."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve"
+        EDIT = "edit"
+        DENY = "deny"
+
+    request = models.ForeignKey(Request, on_delete=models.CASCADE, related_name="golden_traces")
+    review_item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="golden_traces")
+    context = models.JSONField(help_text="messages and tools as the model saw them")
+    proposal = models.JSONField(null=True, blank=True)
+    final_action = models.JSONField(
+        null=True, blank=True, help_text="What the human released; null if denied."
+    )
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = models.TextField(blank=True)
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    time_to_decision_ms = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.decision} on {self.request_id}"

@@ -1,0 +1,112 @@
+"""The agent API's typed shapes: OpenAI chat messages and function tools in, a request out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+from uuid import UUID
+
+from django.conf import settings
+from ninja import Schema
+from pydantic import Field, HttpUrl, field_validator, model_validator
+
+TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class ContentPart(Schema):
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(Schema):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    arguments: str = Field(description="The arguments as a JSON-encoded object, as in OpenAI's format.")
+
+    @field_validator("arguments")
+    @classmethod
+    def arguments_are_a_json_object(cls, value: str) -> str:
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"arguments must be a JSON-encoded object: {exc.msg}") from None
+        if not isinstance(decoded, dict):
+            raise ValueError("arguments must be a JSON-encoded object")
+        return value
+
+
+class ToolCall(Schema):
+    id: str = Field(min_length=1, max_length=128)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(Schema):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def check_role_fields(self) -> Message:
+        if self.role == "tool" and (not self.tool_call_id or self.content is None):
+            raise ValueError("a tool message needs tool_call_id and content")
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        if self.role in ("system", "developer", "user") and self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+
+class FunctionDefinition(Schema):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class Tool(Schema):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class RequestIn(Schema):
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] = Field(default_factory=list, max_length=128)
+    task_type: Literal["tool_use", "respond"] | None = None
+    response_schema: dict[str, Any] | None = None
+    labels: list[str] | None = None
+    wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer, else 202.")
+    callback_url: HttpUrl | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("wait_ms")
+    @classmethod
+    def wait_is_bounded(cls, value: int) -> int:
+        if value > settings.MAX_WAIT_MS:
+            raise ValueError(f"wait_ms may be at most {settings.MAX_WAIT_MS}")
+        return value
+
+    @model_validator(mode="after")
+    def tool_use_needs_tools(self) -> RequestIn:
+        if self.task_type == "tool_use" and not self.tools:
+            raise ValueError("task_type tool_use needs at least one tool")
+        return self
+
+    def payload(self) -> dict[str, Any]:
+        """The request as stored and hashed for idempotency (wait_ms is transport, not content)."""
+        data = self.model_dump(mode="json", exclude_none=True, exclude={"wait_ms"})
+        return data
+
+
+class RequestOut(Schema):
+    id: UUID
+    status: str
+    action: dict[str, Any] | None = None
+    decision: dict[str, Any] | None = None
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str

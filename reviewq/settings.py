@@ -1,0 +1,185 @@
+"""Django settings for reviewq.
+
+Everything is read from environment variables through the small typed helpers below, with
+defaults that run on a laptop: SQLite, no Redis, model work in a thread of the web process
+(the "embedded" mode). Setting ``DATABASE_URL`` and ``REDIS_URL`` switches to the services
+mode used in production and CI: PostgreSQL, a Celery broker and channels-redis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    return os.getenv(name, default).strip().lower() in ("1", "true", "yes", "on")
+
+
+def envint(name: str, default: str) -> int:
+    return int(os.getenv(name, default))
+
+
+def envfloat(name: str, default: str) -> float:
+    return float(os.getenv(name, default))
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+DEBUG = envbool("DEBUG", "False")
+# A fixed development key is only acceptable while DEBUG is on; production must set SECRET_KEY.
+SECRET_KEY = os.getenv("SECRET_KEY", "reviewq-insecure-development-key-change-me-0123456789")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+
+# Where local state lives in the embedded mode (SQLite database, assembled model files).
+DATA_DIR = Path(os.getenv("REVIEWQ_DATA_DIR", str(BASE_DIR / ".data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "reviewq",
+    "router",
+    "telemetry",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "reviewq.urls"
+ASGI_APPLICATION = "reviewq.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{DATA_DIR / 'reviewq.sqlite3'}"),
+        conn_max_age=envint("DB_CONN_MAX_AGE", "0"),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL and a busy timeout let the model thread write while web requests read.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-reviewq.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/review/"
+
+# --- Services: Redis switches Celery and the channel layer from embedded to distributed. ---
+REDIS_URL = os.getenv("REDIS_URL", "")
+# In the embedded mode the pipeline runs in a thread pool inside the web process.
+EMBEDDED_WORKER = not REDIS_URL
+EMBEDDED_WORKER_THREADS = envint("EMBEDDED_WORKER_THREADS", "1")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", "120")
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "150")
+CELERY_TASK_IGNORE_RESULT = True
+# Redelivery of unacknowledged tasks; the sweeper covers anything the broker loses.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "300")}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-requests": {"task": "reviewq.tasks.sweep_stuck_requests", "schedule": 15.0},
+    "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 5.0},
+}
+
+# --- Pipeline ---
+# A request in a working state whose lease has passed is re-enqueued by the sweeper.
+PIPELINE_LEASE_SECONDS = envint("PIPELINE_LEASE_SECONDS", "180")
+# How many times the SLM may retry with its validation errors before the request is held.
+PIPELINE_MAX_SLM_RETRIES = envint("PIPELINE_MAX_SLM_RETRIES", "1")
+# Longest an agent may ask POST to wait for a final answer.
+MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
+# Default time a held item waits for a human before it expires (fails closed: denied).
+REVIEW_DEFAULT_EXPIRY_SECONDS = envint("REVIEW_DEFAULT_EXPIRY_SECONDS", "86400")
+# "fake" swaps every local model for the deterministic fake backend (tests, quick demos).
+REVIEWQ_MODEL_BACKEND = os.getenv("REVIEWQ_MODEL_BACKEND", "real")
+MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+
+# --- Security ---
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG and envbool("REVIEWQ_PRODUCTION", "False"):
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000")
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,33 @@
+"""Guarded state changes. Every move is a conditional UPDATE that names the states it may leave.
+
+If the row is no longer in one of those states, the update touches nothing and the caller learns
+it lost the race (a redelivered task, the sweeper, a second reviewer): it must then stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from reviewq.models import FINAL_STATUSES, Request, RequestStatus
+
+
+def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: str, **fields: Any) -> bool:
+    """Move the request to ``to_status`` if it is in one of ``from_statuses``. True if it moved."""
+    now = timezone.now()
+    fields.setdefault("updated_at", now)
+    if to_status in FINAL_STATUSES:
+        fields.setdefault("finished_at", now)
+        fields.setdefault("lease_expires_at", None)
+    elif to_status == RequestStatus.AWAITING_REVIEW:
+        fields.setdefault("lease_expires_at", None)
+    else:
+        fields.setdefault("lease_expires_at", now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS))
+    updated = Request.objects.filter(id=request_id, status__in=list(from_statuses)).update(
+        status=to_status, **fields
+    )
+    return updated == 1

@@ -1,0 +1,96 @@
+"""A deterministic stand-in for a local model, for tests and for quick demos.
+
+It reads the conversation the way a careful but literal model would: it picks the tool whose
+name shares the most words with the last user or tool message, and fills each argument with a
+``name=value`` or ``"name": value`` it finds in the conversation. Tests that need a specific
+answer (an invalid one, say) queue it in ``FakeBackend.scripted_outputs``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+from router.backends.base import Generation, Prompt
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _find_value(name: str, conversation_text: str, schema: dict[str, Any]) -> Any:
+    pattern = rf'"?{re.escape(name)}"?\s*[:=]\s*("([^"]*)"|[^\s,;]+)'
+    match = re.search(pattern, conversation_text)
+    raw = None
+    if match:
+        raw = match.group(2) if match.group(2) is not None else match.group(1)
+    kind = schema.get("type")
+    if kind == "array":
+        return [item.strip() for item in raw.split("|")] if raw else []
+    if kind in ("number", "integer"):
+        try:
+            return int(raw) if kind == "integer" else float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return 0
+    if kind == "boolean":
+        return raw in ("true", "True", "1")
+    if raw is None and "enum" in schema:
+        return schema["enum"][0]
+    return raw if raw is not None else "unknown"
+
+
+class FakeBackend:
+    scripted_outputs: ClassVar[deque[str]] = deque()
+
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
+
+    def generate(self, prompt: Prompt) -> Generation:
+        started = time.perf_counter()
+        if self.scripted_outputs:
+            text = self.scripted_outputs.popleft()
+        else:
+            text = json.dumps(self._answer(prompt), separators=(",", ":"))
+        prompt_text = prompt.system + json.dumps(prompt.conversation) + prompt.feedback
+        return Generation(
+            text=text,
+            tokens_in=max(1, len(prompt_text) // 4),
+            tokens_out=max(1, len(text) // 4),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            decision_logprobs=[-0.01],
+            prompt_text=prompt_text,
+        )
+
+    def _answer(self, prompt: Prompt) -> dict[str, Any]:
+        alternatives = prompt.output_schema.get("anyOf", [prompt.output_schema])
+        if "name" not in alternatives[0].get("properties", {}):
+            return {"content": "Thanks for your message; an agent will follow up shortly."}
+        conversation_text = "\n".join(_text_of(m) for m in prompt.conversation)
+        last = next(
+            (m for m in reversed(prompt.conversation) if m.get("role") in ("user", "tool")),
+            {"content": ""},
+        )
+        last_words = _words(_text_of(last))
+
+        def overlap(alternative: dict[str, Any]) -> int:
+            name = alternative["properties"]["name"]["const"]
+            return len(_words(name.replace("_", " ")) & last_words)
+
+        chosen = max(alternatives, key=overlap)  # max() keeps the first on ties: deterministic
+        params = chosen["properties"]["arguments"]
+        arguments = {
+            key: _find_value(key, conversation_text, schema)
+            for key, schema in params.get("properties", {}).items()
+            if key in params.get("required", [])
+        }
+        return {"name": chosen["properties"]["name"]["const"], "arguments": arguments}

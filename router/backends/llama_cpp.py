@@ -1,0 +1,557 @@
+"""Local GGUF models through llama-cpp-python, answering as JSON under a schema grammar.
+
+Three things keep a 2-core CPU fast enough for a per-request proposer:
+- the prompt starts with ``Prompt.system`` (instructions and tool list), and the KV cache of that
+  prefix is reused: llama.cpp keeps the longest common token prefix with the previous call, and
+  a small LRU of saved sequence states covers requests that alternate between tool sets;
+- greedy decoding checks the raw argmax against the grammar first and only masks the whole
+  vocabulary when the model strays (the full mask costs more than the model for a 135M model);
+- text the schema forces (``{"name":"`` and the rest of a tool name once it is unique) is fed
+  as one batch instead of being decoded token by token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.backends.base import BackendError, Generation, Prompt
+
+GRAMMAR_CACHE_SIZE = 16
+PREFIX_CACHE_SIZE = 8
+
+# The grammar converter lets a single optional space around JSON punctuation; every space the
+# model emits is a decoded token, so the grammar admits compact JSON only.
+_SPACE_RULE = re.compile(r"^space ::= .*$", re.MULTILINE)
+# Scalars of compact JSON: strings (possibly cut off by max_tokens), numbers, literals.
+_JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null')
+
+
+def render_chatml(prompt: Prompt) -> tuple[str, str]:
+    """The prompt as ChatML: (system prefix, rest). The prefix is stable for a tool set."""
+    prefix = _turn("system", prompt.system)
+    tool_names: dict[str, str] = {}
+    parts: list[str] = []
+    for message in prompt.conversation:
+        role = message.get("role", "user")
+        text = _content_text(message.get("content"))
+        if role == "assistant":
+            calls = []
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                name = function.get("name", "")
+                tool_names[call.get("id", "")] = name
+                calls.append(_compact({"name": name, "arguments": _arguments(function.get("arguments"))}))
+            parts.append(_turn("assistant", "\n".join(filter(None, [text, *calls]))))
+        elif role == "tool":
+            # SmolLM2 was not trained on a tool role: a labelled user turn reads as a tool result.
+            name = tool_names.get(message.get("tool_call_id", ""), message.get("name", "tool"))
+            parts.append(_turn("user", f"Tool result ({name}):\n{text}"))
+        else:
+            parts.append(_turn(role if role in ("system", "user") else "user", text))
+    if prompt.feedback:
+        parts.append(_turn("user", prompt.feedback))
+    parts.append("<|im_start|>assistant\n")
+    return prefix, "".join(parts)
+
+
+def decision_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the values in a compact JSON answer: the tool name and argument values.
+
+    Keys, quotes, braces and separators carry no choice. A string's span is its content; an empty
+    string's span is its closing quote (choosing to end the string is the decision then).
+    """
+    spans = []
+    for match in _JSON_SCALAR.finditer(text):
+        start, end = match.span()
+        following = text[end : end + 1]
+        if following == ":":  # a key
+            continue
+        if match.group().startswith('"'):
+            closed = end - start >= 2 and text[end - 1] == '"'
+            inner_end = end - 1 if closed else end
+            spans.append((start + 1, inner_end) if inner_end > start + 1 else (start + 1, end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+class LlamaCppBackend:
+    """One GGUF model loaded once; ``generate`` is serialised by a per-instance lock."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        prefix_cache_size: int = PREFIX_CACHE_SIZE,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise BackendError(f"model file {path} does not exist")
+        try:
+            import llama_cpp  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise BackendError("llama-cpp-python is not installed (see DESIGN.md for the build flags)") from exc
+        self._lib = llama_cpp
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,  # logprobs come from the last-token logits in our own loop
+                verbose=False,
+            )
+        except Exception as exc:  # llama-cpp raises ValueError, but a bad file can raise anything
+            raise BackendError(f"could not load model {path}: {exc}") from exc
+        self.model_path = path
+        self.n_ctx = n_ctx
+        self._ctx = self._llama._ctx.ctx
+        self._vocab = self._llama._model.vocab
+        self._n_vocab = self._llama.n_vocab()
+        self._lock = threading.Lock()
+        # How the last call spent its time, for benchmarks and debugging (not part of Generation).
+        self.last_stats: dict[str, Any] = {}
+        self._grammars: OrderedDict[str, _Grammar] = OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        self._prefix_states: OrderedDict[str, tuple[tuple[int, ...], bytes]] = OrderedDict()
+        self._prefix_tokens: OrderedDict[str, list[int]] = OrderedDict()
+        self._piece_cache: dict[int, bytes] = {}
+        # One reusable full-vocabulary candidate array for the (rare) full grammar mask.
+        self._full = np.zeros(
+            self._n_vocab, dtype=np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+        )
+        self._vocab_ids = np.arange(self._n_vocab, dtype=np.intc)
+        self._single = (llama_cpp.llama_token_data * 1)()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def generate(self, prompt: Prompt) -> Generation:
+        with self._lock:
+            started = time.perf_counter()
+            prefix_text, rest_text = render_chatml(prompt)
+            prefix = self._tokenize_prefix(prefix_text)
+            rest = self._tokenize(rest_text)
+            tokens = prefix + rest
+            if len(tokens) + prompt.max_tokens > self.n_ctx:
+                raise BackendError(f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}")
+            grammar = self._grammar(prompt.output_schema)
+            try:
+                prefix_source, evaluated = self._prefill(prefix_text, prefix, tokens)
+                prefilled = time.perf_counter()
+                text, n_out, logprobs = self._decode(grammar, prompt)
+            except BackendError:
+                raise
+            except Exception as exc:  # a failed decode leaves the cache unknown: start clean next time
+                self._llama.reset()
+                raise BackendError(f"llama.cpp generation failed: {exc}") from exc
+            finished = time.perf_counter()
+            self.last_stats = {
+                "prefix": prefix_source,
+                "prompt_tokens_evaluated": evaluated,
+                "prefill_ms": (prefilled - started) * 1000,
+                "decode_ms": (finished - prefilled) * 1000,
+            }
+            return Generation(
+                text=text,
+                tokens_in=len(tokens),
+                tokens_out=n_out,
+                latency_ms=(finished - started) * 1000,
+                decision_logprobs=logprobs,
+                prompt_text=prefix_text + rest_text,
+            )
+
+    # -- prompt and prefix cache ----------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        # BOS id 1 is <|im_start|> in SmolLM2's GGUF: never add it, parse the ChatML markers.
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _tokenize_prefix(self, prefix_text: str) -> list[int]:
+        key = _hash(prefix_text)
+        cached = self._prefix_tokens.get(key)
+        if cached is None:
+            cached = self._tokenize(prefix_text)
+            self._prefix_tokens[key] = cached
+            while len(self._prefix_tokens) > 4 * max(1, self._prefix_cache_size):
+                self._prefix_tokens.popitem(last=False)
+        else:
+            self._prefix_tokens.move_to_end(key)
+        return list(cached)
+
+    def _prefill(self, prefix_text: str, prefix: list[int], tokens: list[int]) -> tuple[str, int]:
+        """Bring the KV cache to ``tokens`` with as little prompt evaluation as possible.
+
+        Returns where the system prefix came from ("cached", "restored" or "evaluated") and how
+        many prompt tokens were evaluated.
+        """
+        llama = self._llama
+        cached = _common_prefix(llama.input_ids[: llama.n_tokens], tokens)
+        source = "cached" if cached >= len(prefix) else "evaluated"
+        evaluated = 0
+        key = _hash(prefix_text)
+        if self._prefix_cache_size > 0:
+            if cached < len(prefix) and key in self._prefix_states and self._restore_prefix(key, prefix):
+                cached, source = len(prefix), "restored"
+            elif key not in self._prefix_states:
+                # Evaluate (or keep) exactly the prefix, then remember its state for later.
+                llama.n_tokens = min(cached, len(prefix))
+                evaluated = len(prefix) - llama.n_tokens
+                llama.eval(prefix[llama.n_tokens :])
+                self._save_prefix(key, prefix)
+                cached = len(prefix)
+        # Re-evaluate at least one token: the sampler needs fresh logits for the last position.
+        llama.n_tokens = min(cached, len(tokens) - 1)
+        evaluated += len(tokens) - llama.n_tokens
+        llama.eval(tokens[llama.n_tokens :])
+        return source, evaluated
+
+    def _save_prefix(self, key: str, prefix: list[int]) -> None:
+        lib, ctx = self._lib, self._ctx
+        self._llama._ctx.kv_cache_seq_rm(-1, len(prefix), -1)
+        size = lib.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if not written:
+            return  # not fatal: this prefix will just be evaluated again next time
+        self._prefix_states[key] = (tuple(prefix), bytes(buffer)[:written])
+        while len(self._prefix_states) > self._prefix_cache_size:
+            self._prefix_states.popitem(last=False)
+
+    def _restore_prefix(self, key: str, prefix: list[int]) -> bool:
+        saved_tokens, data = self._prefix_states[key]
+        if list(saved_tokens) != prefix:  # a hash collision would poison the cache
+            del self._prefix_states[key]
+            return False
+        self._prefix_states.move_to_end(key)
+        buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if self._lib.llama_state_seq_set_data(self._ctx, buffer, len(data), 0) != len(data):
+            raise BackendError("llama.cpp could not restore a saved prompt prefix")
+        self._llama.input_ids[: len(prefix)] = prefix
+        self._llama.n_tokens = len(prefix)
+        return True
+
+    # -- grammar-constrained greedy decoding ----------------------------------------------------
+
+    def _grammar(self, schema: dict[str, Any]) -> _Grammar:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = _Grammar(self._lib, self._vocab, schema)
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE_SIZE:
+                self._grammars.popitem(last=False)[1].close()
+        else:
+            self._grammars.move_to_end(key)
+        grammar.reset()
+        return grammar
+
+    def _decode(self, grammar: _Grammar, prompt: Prompt) -> tuple[str, int, list[float]]:
+        """Greedy decoding under the grammar, with the schema's forced text as a draft.
+
+        Text the schema forces is tokenized and evaluated as one batch (logits at every
+        position), then each draft token is kept only while it is the model's own greedy
+        choice. The answer is therefore exactly what token-by-token greedy decoding gives:
+        feeding forced text blindly cut the model's usual tokens ('{' '"' where the tokenizer
+        says '{"') and made SmolLM2 change its argument values.
+        """
+        llama = self._llama
+        out = bytearray()
+        spans: list[tuple[int, int, float]] = []  # (byte start, byte end, logprob) of every token
+        draft: list[int] = []  # evaluated draft tokens not yet confirmed by the model
+        index = -1  # where the logits for the next token are in the last batch
+        while len(spans) < prompt.max_tokens:
+            token, logprob = self._greedy(grammar, index)
+            if token < 0 or self._lib.llama_vocab_is_eog(self._vocab, token):
+                break  # no way forward under the grammar, or the model is done
+            grammar.accept(token)
+            piece = self._piece(token)
+            spans.append((len(out), len(out) + len(piece), logprob))
+            out += piece
+            if b"}" in piece and _complete_json(out):
+                break  # the grammar would only allow end-of-text now: skip decoding it
+            if draft:
+                if token == draft[0]:
+                    draft.pop(0)
+                    index = -1 if not draft else index + 1
+                    continue
+                # The model chose otherwise: drop the rest of the draft from the cache.
+                llama.n_tokens -= len(draft)
+                draft = []
+            else:
+                draft = self._draft(grammar, out, token, prompt.max_tokens - len(spans))
+                if draft:
+                    index = 0
+                    continue
+            llama.eval([token])
+            index = -1
+        text = out.decode("utf-8", errors="replace")
+        return text, len(spans), _decision_logprobs(text, spans)
+
+    def _greedy(self, grammar: _Grammar, index: int) -> tuple[int, float]:
+        """The grammar-allowed argmax and its log-probability under the raw (unmasked) logits."""
+        logits = np.ctypeslib.as_array(
+            self._lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,)
+        )
+        token = int(np.argmax(logits))
+        # Checking the argmax alone is cheap; masking the whole vocabulary is not (~8 ms).
+        if not grammar.allows(token, self._single):
+            token = grammar.best(logits, self._full, self._vocab_ids)
+            if token < 0:
+                return token, 0.0
+        top = float(logits.max())
+        return token, float(logits[token]) - top - math.log(float(np.exp(logits - top).sum()))
+
+    def _draft(self, grammar: _Grammar, out: bytearray, token: int, budget: int) -> list[int]:
+        """Evaluate ``token`` plus the text the schema forces next in one batch; return the draft.
+
+        The draft is kept only when the model's own ``token`` is its first token. The batch
+        carries logits at every position so each draft token can be checked as it comes.
+        """
+        before = out[: len(out) - len(self._piece(token))].decode("utf-8", errors="ignore")
+        forced = grammar.forced_text(before)
+        if not forced or budget < 2:
+            return []
+        tokens = self._tokenize(forced)[:budget]
+        if len(tokens) < 2 or tokens[0] != token:
+            return []
+        llama = self._llama
+        llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+        llama._batch.set_batch(batch=tokens, n_past=llama.n_tokens, logits_all=True)
+        llama._ctx.decode(llama._batch)
+        llama.input_ids[llama.n_tokens : llama.n_tokens + len(tokens)] = tokens
+        llama.n_tokens += len(tokens)
+        return tokens[1:]
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._piece_cache.get(token)
+        if piece is None:
+            piece = bytes(self._llama.detokenize([token], special=True))
+            self._piece_cache[token] = piece
+        return piece
+
+
+class _Grammar:
+    """A compiled llama.cpp grammar sampler for one output schema, plus the text it forces."""
+
+    def __init__(self, lib: Any, vocab: Any, schema: dict[str, Any]) -> None:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf  # type: ignore[import-untyped]
+
+        self._lib = lib
+        gbnf = _SPACE_RULE.sub('space ::= ""', json_schema_to_gbnf(json.dumps(schema)))
+        self.gbnf = gbnf
+        self._sampler = lib.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not self._sampler:
+            raise BackendError("llama.cpp rejected the grammar built from the output schema")
+        self._plans = _tool_plans(schema)
+
+    def reset(self) -> None:
+        self._lib.llama_sampler_reset(self._sampler)
+
+    def close(self) -> None:
+        if getattr(self, "_sampler", None):
+            self._lib.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def accept(self, token: int) -> None:
+        self._lib.llama_sampler_accept(self._sampler, token)
+
+    def allows(self, token: int, single: Any) -> bool:
+        lib = self._lib
+        single[0].id = token
+        single[0].logit = 0.0
+        single[0].p = 0.0
+        array = lib.llama_token_data_array(data=single, size=1, selected=-1, sorted=False)
+        lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        return bool(math.isfinite(single[0].logit))
+
+    def best(self, logits: Any, full: Any, ids: Any) -> int:
+        """Greedy choice among the tokens the grammar allows; -1 when it allows none."""
+        lib = self._lib
+        full["id"] = ids
+        full["logit"] = logits
+        full["p"] = 0.0
+        array = lib.llama_token_data_array(
+            data=full.ctypes.data_as(lib.llama_token_data_p), size=len(full), selected=-1, sorted=False
+        )
+        lib.llama_sampler_apply(self._sampler, ctypes.byref(array))
+        index = int(np.argmax(full["logit"]))
+        return int(full["id"][index]) if math.isfinite(float(full["logit"][index])) else -1
+
+    def forced_text(self, text: str) -> str:
+        """Text the schema leaves no choice about after ``text`` (tool-call schemas only).
+
+        That is ``{"name":"``, the rest of a tool name once its prefix is unique, and the key
+        skeleton of its arguments when all of them are required (the grammar then orders them
+        as the schema lists them). It is only a draft: the model confirms every token of it.
+        """
+        if self._plans is None:
+            return ""
+        head = '{"name":"'
+        if not text.startswith(head):
+            return head[len(text) :] if head.startswith(text) else ""
+        typed = text[len(head) :]
+        quote = typed.find('"')
+        if quote < 0:
+            matches = [name for name in self._plans if name.startswith(typed)]
+        else:
+            matches = [typed[:quote]] if typed[:quote] in self._plans else []
+        if len(matches) != 1:
+            return ""  # the tool is still the model's choice
+        name = matches[0]
+        keys = self._plans[name]
+        segments: list[str | None] = [f'{head}{name}","arguments":{{']
+        if keys is not None:
+            for index, key in enumerate(keys):
+                segments += [("," if index else "") + json.dumps(key, ensure_ascii=False) + ":", None]
+            segments.append("}}")
+        return _forced_segment(segments, text)
+
+
+def _forced_segment(segments: list[str | None], text: str) -> str:
+    """The rest of the literal segment ``text`` stops inside (None segments are free values)."""
+    position = 0
+    for index, segment in enumerate(segments):
+        if segment is None:
+            end = _value_end(text, position)
+            if end is None:
+                return ""  # the model is still writing this value
+            position = end
+            continue
+        typed = text[position : position + len(segment)]
+        if typed == segment:
+            position += len(segment)
+            continue
+        if len(typed) < len(segment) and segment.startswith(typed):
+            # The rest of this literal and any literals right after it, up to the next free value.
+            following = list(itertools.takewhile(lambda s: s is not None, segments[index + 1 :]))
+            return segment[len(typed) :] + "".join(s for s in following if s is not None)
+        return ""
+    return ""
+
+
+def _value_end(text: str, start: int) -> int | None:
+    """Index just after the JSON value at ``start`` when it is provably finished, else None."""
+    if start >= len(text):
+        return None
+    if text[start] not in '"[{':
+        # A number or literal ends only where the next character shows it.
+        return next((i for i in range(start, len(text)) if text[i] in ",}]"), None)
+    depth, in_string, escaped = 0, False, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                if depth == 0:
+                    return index + 1
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
+
+
+def _tool_plans(schema: dict[str, Any]) -> dict[str, list[str] | None] | None:
+    """For a router.schemas tool-call schema (or anyOf of them): tool name -> argument keys.
+
+    The keys are forced only when every property is required and no other is allowed (None:
+    force nothing past the arguments' opening brace). Other schemas get no forcing (None).
+    """
+    plans: dict[str, list[str] | None] = {}
+    for alternative in schema.get("anyOf", [schema]):
+        properties = alternative.get("properties") or {}
+        name = properties.get("name") or {}
+        if list(properties) != ["name", "arguments"] or not isinstance(name.get("const"), str):
+            return None
+        if properties["arguments"].get("type") != "object":
+            return None
+        arguments = properties["arguments"]
+        keys = list(arguments.get("properties") or {})
+        closed = arguments.get("additionalProperties") is False and "patternProperties" not in arguments
+        plans[name["const"]] = keys if closed and set(arguments.get("required") or []) == set(keys) else None
+    return plans or None
+
+
+def _decision_logprobs(text: str, spans: list[tuple[int, int, float]]) -> list[float]:
+    """Log-probabilities of the sampled tokens that overlap a decision span (see decision_spans)."""
+    byte_spans = []
+    for start, end in decision_spans(text):
+        byte_start = len(text[:start].encode("utf-8", errors="replace"))
+        byte_spans.append((byte_start, byte_start + len(text[start:end].encode("utf-8", errors="replace"))))
+    return [
+        logprob
+        for token_start, token_end, logprob in spans
+        if any(token_start < end and start < token_end for start, end in byte_spans)
+    ]
+
+
+def _complete_json(raw: bytearray) -> bool:
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except ValueError:
+        return False
+
+
+def _common_prefix(cached: Any, tokens: list[int]) -> int:
+    n = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _turn(role: str, text: str) -> str:
+    return f"<|im_start|>{role}\n{text}<|im_end|>\n"
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _arguments(raw: Any) -> Any:
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw if raw is not None else {}
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

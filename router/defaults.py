@@ -1,0 +1,58 @@
+"""The default model registry, seeded on first run and editable in admin afterwards."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+from router.model_files import GEMMA3_PATH, SMOLLM2_PATH
+from router.models import ModelSpec
+
+# Local prices are what the compute costs, not zero: a 2-core machine at about $0.05 an hour
+# prefills roughly 1M tokens and decodes roughly 0.25M tokens an hour with SmolLM2-135M.
+DEFAULT_MODELS: list[dict] = [
+    {
+        "name": "smollm2-135m-instruct",
+        "backend": ModelSpec.Backend.LLAMA_CPP,
+        "model_path": SMOLLM2_PATH,
+        "tier": ModelSpec.Tier.SLM,
+        "strengths": ["tool_use", "classification", "extraction", "respond"],
+        "price_input_per_mtok": Decimal("0.05"),
+        "price_output_per_mtok": Decimal("0.20"),
+        "context_size": 8192,
+    },
+    {
+        "name": "gemma-3-270m",
+        "backend": ModelSpec.Backend.LLAMA_CPP,
+        "model_path": GEMMA3_PATH,
+        "tier": ModelSpec.Tier.SLM,
+        "strengths": ["adjudication"],
+        "price_input_per_mtok": Decimal("0.10"),
+        "price_output_per_mtok": Decimal("0.40"),
+        "context_size": 8192,
+    },
+    {
+        "name": "claude-sonnet-4-5",
+        "backend": ModelSpec.Backend.ANTHROPIC,
+        "model_path": "claude-sonnet-4-5",
+        "tier": ModelSpec.Tier.LLM,
+        "strengths": ["tool_use", "classification", "extraction", "respond", "adjudication", "coding"],
+        "price_input_per_mtok": Decimal("3.00"),
+        "price_output_per_mtok": Decimal("15.00"),
+        "context_size": 200000,
+    },
+]
+
+
+def ensure_default_models() -> list[ModelSpec]:
+    """Creates the default models that are missing; leaves ops' edits to existing ones alone."""
+    specs = []
+    for defaults in DEFAULT_MODELS:
+        fields = dict(defaults)
+        name = fields.pop("name")
+        if fields["backend"] == ModelSpec.Backend.ANTHROPIC:
+            # Without a key, escalations go straight to the human queue, visibly.
+            fields["enabled"] = bool(os.getenv("ANTHROPIC_API_KEY"))
+        spec, _ = ModelSpec.objects.get_or_create(name=name, defaults=fields)
+        specs.append(spec)
+    return specs

@@ -1,0 +1,64 @@
+"""Writes to the model-call log."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from router.backends.base import Generation
+from router.models import ModelSpec
+from router.validators import ValidationIssue, issues_as_dicts
+from telemetry.models import ModelCall
+
+
+def uncertainty_from_logprobs(logprobs: list[float]) -> dict[str, float] | None:
+    """Raw figures over the decision tokens, and a score in [0, 1] (1 = no confidence)."""
+    if not logprobs:
+        return None
+    import math
+
+    minimum = min(logprobs)
+    mean = sum(logprobs) / len(logprobs)
+    return {
+        "min_logprob": minimum,
+        "mean_logprob": mean,
+        "score": 1.0 - math.exp(minimum),
+        "tokens": len(logprobs),
+    }
+
+
+def model_call_record(
+    *,
+    request_id: Any,
+    spec: ModelSpec,
+    purpose: str,
+    attempt: int,
+    generation: Generation | None = None,
+    parsed_output: Any = None,
+    issues: list[ValidationIssue] | None = None,
+    error: str = "",
+    trigger: str = "",
+) -> ModelCall:
+    """Stores one model call with its cost at the registry's prices."""
+    tokens_in = generation.tokens_in if generation else 0
+    tokens_out = generation.tokens_out if generation else 0
+    return ModelCall.objects.create(
+        request_id=request_id,
+        model_spec=spec,
+        model_name=spec.name,
+        tier=spec.tier,
+        purpose=purpose,
+        attempt=attempt,
+        prompt=generation.prompt_text if generation else "",
+        raw_output=generation.text if generation else "",
+        parsed_output=parsed_output,
+        latency_ms=generation.latency_ms if generation else 0,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=spec.cost_usd(tokens_in, tokens_out) if generation else Decimal(0),
+        validation_errors=issues_as_dicts(issues or []),
+        uncertainty=uncertainty_from_logprobs(generation.decision_logprobs) if generation else None,
+        error=error,
+        escalated=bool(trigger),
+        trigger=trigger,
+    )

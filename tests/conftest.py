@@ -1,0 +1,94 @@
+"""Shared fixtures: named actors, seeded configuration, and a pipeline that runs inline.
+
+Tests use the deterministic fake model unless marked ``real_model``. Tests marked ``services``
+need PostgreSQL and Redis: they are skipped on a laptop without them, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+
+from reviewq import dispatch, pipeline
+from reviewq.demo import seed_policies, seed_retail_tools
+from reviewq.models import AgentKey
+from reviewq.services import agent_key_create
+from reviewq.views import REVIEWERS_GROUP_NAME
+from router.backends.fake import FakeBackend
+from router.backends.registry import reset_backends
+from router.defaults import ensure_default_models
+
+IN_CI = os.getenv("CI", "").lower() in ("1", "true")
+
+
+def require_services() -> None:
+    """Skip without PostgreSQL and Redis, except in CI, where their absence is a failure."""
+    missing = []
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        missing.append("PostgreSQL (DATABASE_URL)")
+    if not settings.REDIS_URL:
+        missing.append("Redis (REDIS_URL)")
+    if missing:
+        message = "needs " + " and ".join(missing)
+        if IN_CI:
+            pytest.fail(f"{message}: CI must provide these services")
+        pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fake_models(settings: Any) -> Iterator[None]:
+    settings.REVIEWQ_MODEL_BACKEND = "fake"
+    reset_backends()
+    FakeBackend.scripted_outputs.clear()
+    yield
+    reset_backends()
+    FakeBackend.scripted_outputs.clear()
+
+
+@pytest.fixture
+def inline_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the pipeline in the test's thread when the enqueuing transaction commits."""
+    monkeypatch.setattr(dispatch, "_publish", pipeline.run_pipeline)
+
+
+@pytest.fixture
+def seeded(db: Any) -> None:
+    ensure_default_models()
+    seed_retail_tools()
+    seed_policies()
+
+
+@pytest.fixture
+def reviewer(db: Any) -> User:
+    user = User.objects.create_user("alice", password="pw-alice")
+    group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP_NAME)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def second_reviewer(db: Any) -> User:
+    user = User.objects.create_user("bob", password="pw-bob")
+    group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP_NAME)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def outsider(db: Any) -> User:
+    """Logged in, but not a reviewer: must be refused."""
+    return User.objects.create_user("mallory", password="pw-mallory")
+
+
+@pytest.fixture
+def agent(db: Any) -> tuple[AgentKey, str]:
+    """An agent key owned by 'carol', who raises requests and may not review them."""
+    owner = User.objects.create_user("carol", password="pw-carol")
+    group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP_NAME)
+    owner.groups.add(group)
+    return agent_key_create(name="support-bot", owner=owner)

@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from reviewq.models import Request, RequestStatus, ReviewItem
+from telemetry.models import ModelCall
+from tests.factories import body, read_body, risky_body
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+
+
+def post(client: Client, key: str, payload: Any, **headers: Any) -> Any:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return client.post(
+        "/api/v1/requests",
+        data,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        **headers,
+    )
+
+
+def test_it_releases_a_read_only_call(client: Client, agent: Any) -> None:
+    _, key = agent
+    response = post(client, key, read_body(wait_ms=2000))
+    assert response.status_code == 201, response.content
+    answer = response.json()
+    assert answer["status"] == "released"
+    assert answer["action"]["type"] == "tool_calls"
+    assert answer["action"]["id"].startswith("act_")
+    [call] = answer["action"]["tool_calls"]
+    assert call["name"] == "get_order_details"
+    assert call["arguments"] == {"order_id": "#W2378156"}
+    assert answer["decision"]["by"] == "policy"
+    assert answer["decision"]["decision"] == "auto"
+    assert answer["decision"]["model"] == "smollm2-135m-instruct"
+    assert ModelCall.objects.filter(request_id=answer["id"]).count() == 1
+
+
+def test_it_holds_a_risky_call_and_answers_202(client: Client, agent: Any) -> None:
+    _, key = agent
+    response = post(client, key, risky_body(wait_ms=300))
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["status"] == "awaiting_review"
+    assert answer["action"] is None
+    item = ReviewItem.objects.get(request_id=answer["id"])
+    assert set(item.risk_tags) == {"payment", "destructive"}
+    assert "cancel_pending_order" in item.hold_reason
+
+
+def test_it_answers_202_at_once_without_wait(client: Client, agent: Any) -> None:
+    _, key = agent
+    response = post(client, key, read_body())
+    # The inline pipeline finished before the answer, so even wait_ms=0 sees the final state.
+    assert response.status_code in (201, 202)
+    assert response.json()["status"] in [s.value for s in RequestStatus]
+
+
+def test_get_returns_the_request(client: Client, agent: Any) -> None:
+    _, key = agent
+    created = post(client, key, read_body(wait_ms=1000)).json()
+    response = client.get(f"/api/v1/requests/{created['id']}", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200
+    assert response.json() == created
+    assert set(response.json()) == {"id", "status", "action", "decision"}
+
+
+def test_it_validates_ownership_of_requests(client: Client, agent: Any) -> None:
+    from reviewq.services import agent_key_create
+
+    _, key = agent
+    created = post(client, key, read_body()).json()
+    _, other_key = agent_key_create(name="other-bot")
+    response = client.get(f"/api/v1/requests/{created['id']}", HTTP_AUTHORIZATION=f"Bearer {other_key}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_idempotency_key_returns_the_first_answer(client: Client, agent: Any) -> None:
+    _, key = agent
+    first = post(client, key, read_body(wait_ms=1000), HTTP_IDEMPOTENCY_KEY="abc-1")
+    # wait_ms is transport, not content: a retry with another wait is the same request.
+    second = post(client, key, read_body(wait_ms=10), HTTP_IDEMPOTENCY_KEY="abc-1")
+    assert first.json() == second.json()
+    assert Request.objects.count() == 1
+
+
+def test_idempotency_key_with_another_body_is_a_conflict(client: Client, agent: Any) -> None:
+    _, key = agent
+    post(client, key, read_body(), HTTP_IDEMPOTENCY_KEY="abc-2")
+    response = post(client, key, risky_body(), HTTP_IDEMPOTENCY_KEY="abc-2")
+    assert response.status_code == 409
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert Request.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ("{not json", 400, "malformed_json"),
+        ({"messages": []}, 422, "invalid_request"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, 422, "invalid_request"),
+        ({"messages": [{"role": "user"}]}, 422, "invalid_request"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 422, "invalid_request"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "not json"},
+                            }
+                        ],
+                    }
+                ]
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {}}],
+            },
+            422,
+            "invalid_request",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 12}}}],
+            },
+            400,
+            "invalid_tool_schema",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}],
+            },
+            400,
+            "invalid_tool_schema",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [
+                    {"type": "function", "function": {"name": "f"}},
+                    {"type": "function", "function": {"name": "f"}},
+                ],
+            },
+            400,
+            "invalid_tools",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "tool", "tool_call_id": "x", "content": "r"},
+                ]
+            },
+            400,
+            "invalid_messages",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "wait_ms": 10_000_000}, 422, "invalid_request"),
+        ({"messages": [{"role": "user", "content": "hi"}], "task_type": "tool_use"}, 422, "invalid_request"),
+    ],
+)
+def test_bad_input_is_a_4xx_and_writes_nothing(
+    client: Client, agent: Any, payload: Any, status: int, code: str
+) -> None:
+    _, key = agent
+    response = post(client, key, payload)
+    assert response.status_code == status, response.content
+    assert response.json()["code"] == code
+    assert response.json()["message"]
+    assert Request.objects.count() == 0
+    assert ModelCall.objects.count() == 0
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Basic abc", "Bearer "])
+def test_a_missing_or_wrong_key_is_refused(client: Client, authorization: str | None) -> None:
+    headers: dict[str, Any] = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = client.post(
+        "/api/v1/requests", json.dumps(read_body()), content_type="application/json", **headers
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
+    assert Request.objects.count() == 0
+
+
+def test_a_revoked_key_is_refused(client: Client, agent: Any) -> None:
+    from django.utils import timezone
+
+    agent_key, key = agent
+    agent_key.revoked_at = timezone.now()
+    agent_key.save()
+    assert post(client, key, read_body()).status_code == 401
+
+
+@pytest.mark.parametrize("request_id", ["abc", "00000000-0000-0000-0000-000000000000"])
+def test_an_unknown_request_id_is_404(client: Client, agent: Any, request_id: str) -> None:
+    _, key = agent
+    response = client.get(f"/api/v1/requests/{request_id}", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_text_reply_without_tools_is_released(client: Client, agent: Any) -> None:
+    _, key = agent
+    response = post(client, key, body("What are your opening hours?", "nonexistent-tool-name", wait_ms=1000))
+    answer = response.json()
+    assert answer["status"] == "released"
+    assert answer["action"]["type"] == "respond"
+    assert answer["action"]["content"]
+
+
+def test_openapi_docs_are_served(client: Client) -> None:
+    assert client.get("/api/v1/docs").status_code == 200
+    schema = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/requests" in schema["paths"]
