@@ -34,7 +34,9 @@ async def create_request(
     created, _ = await sync_to_async(services.request_create)(
         agent_key=agent_key, payload=body.payload(), idempotency_key=idempotency_key[:255]
     )
-    final = await selectors.request_wait_final(agent_key=agent_key, request_id=created.id, wait_ms=body.wait_ms)
+    final = await selectors.request_wait_final(
+        agent_key=agent_key, request_id=created.id, wait_ms=body.wait_ms
+    )
     return Status(201 if final.is_final else 202, final)
 
 

@@ -73,6 +73,8 @@ class Request(models.Model):
     task_type = models.CharField(max_length=32, blank=True)
     response_schema = models.JSONField(null=True, blank=True)
     labels = models.JSONField(null=True, blank=True)
+    output_format = models.CharField(max_length=8, default="json", help_text="extraction: json or yaml")
+    parallel_tool_calls = models.BooleanField(default=False, help_text="tool_use: may propose a plan")
     callback_url = models.URLField(max_length=500, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
@@ -126,6 +128,12 @@ class ToolSpec(models.Model):
     description = models.TextField(blank=True)
     parameters = models.JSONField(default=dict, blank=True, help_text="JSON Schema of the arguments.")
     risk_tags = models.JSONField(default=list, blank=True, help_text='e.g. ["payment", "destructive"]')
+    rules = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Business rules every call must meet, e.g. [{"condition": "amount <= 500", '
+        '"message": "refunds above 500 need a manager"}]. See router/conditions.py for the language.',
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -152,6 +160,10 @@ class RiskPolicy(models.Model):
     )
     decision = models.CharField(max_length=16, choices=Decision.choices)
     required_approvals = models.PositiveSmallIntegerField(default=1)
+    requires_llm = models.BooleanField(
+        default=False,
+        help_text="Only an LLM-tier proposal may be decided under this policy; SLM ones escalate.",
+    )
     reviewer_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL)
     sla_seconds = models.PositiveIntegerField(default=900)
     expiry_seconds = models.PositiveIntegerField(default=86400)

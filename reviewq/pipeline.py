@@ -1,12 +1,18 @@
-"""The request pipeline: route, propose, validate, apply the risk policy, release or hold.
+"""The request pipeline: route, propose, validate, escalate, apply the risk policy, release or hold.
 
 ``run_pipeline`` is idempotent: it claims the request with a guarded move out of ``received``
 and stops quietly at any step where another worker (or the sweeper) has taken the request over.
+
+The escalation ladder climbs on explicit triggers only (see ``Trigger``): the SLM retries with
+its validation errors, then the LLM gets the whole conversation plus the SLM's failed attempts,
+then a human decides. Each trigger can be switched off per task type (EscalationPolicy).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -16,18 +22,62 @@ from django.db.models import F
 from django.utils import timezone
 
 from reviewq import live
-from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy
+from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy, ToolSpec
 from reviewq.policies import PolicyDecision, decide_action
 from reviewq.transitions import move_request
-from router.backends.base import BackendError
+from router.backends.base import BackendError, Generation
 from router.backends.registry import get_backend
-from router.prompts import build_prompt, estimate_tokens, parse_answer, task_type_of
-from router.routing import NoModelAvailable, Route, choose_model
-from router.validators import issues_as_feedback
+from router.models import EscalationPolicy, ModelSpec
+from router.pii import PIIFinding, find_pii
+from router.prompts import (
+    INTENT_OUT_OF_SCOPE,
+    TOOL_USE,
+    TaskSpec,
+    build_prompt,
+    estimate_tokens,
+    intent_task,
+    parse_answer,
+    task_type_of,
+)
+from router.routing import NoModelAvailable, choose_model
+from router.validators import ValidationIssue, issues_as_feedback
 from telemetry.models import ModelCall
-from telemetry.services import model_call_record
+from telemetry.services import model_call_record, uncertainty_from_logprobs
 
 logger = logging.getLogger(__name__)
+
+
+class Trigger:
+    """Why a request climbs the ladder. Stored on the ModelCall that caused the next step."""
+
+    VALIDATION_FAILED = "validation_failed"
+    UNCERTAINTY = "uncertainty"
+    OUT_OF_SCOPE = "out_of_scope"
+    CONTEXT_TOO_LONG = "context_too_long"
+    POLICY_REQUIRES_LLM = "policy_requires_llm"
+    NO_SLM = "no_slm"
+    BACKEND_ERROR = "backend_error"
+
+
+@dataclass
+class Attempt:
+    """One model answer, kept so the next rung of the ladder can see what went wrong."""
+
+    model: str
+    tier: str
+    raw_output: str
+    issues: list[ValidationIssue] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Outcome:
+    action: dict[str, Any] | None
+    tier: str = ""
+    model: str = ""
+    trigger: str = ""
+    failure: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
 
 
 def run_pipeline(request_id: Any) -> None:
@@ -43,107 +93,308 @@ def run_pipeline(request_id: Any) -> None:
     except Request.DoesNotExist:
         return  # deleted in the meantime (retention): nothing to do
 
-    task_type = task_type_of(request.task_type, request.tools)
-    prompt = build_prompt(task_type, messages=request.messages, tools=request.tools)
-    try:
-        route = choose_model(task_type, prompt_tokens=estimate_tokens(prompt))
-    except NoModelAvailable as exc:
-        _hold(request, from_status=RequestStatus.ROUTING, reason=f"not routed: {exc}")
+    task = task_spec_for(request)
+    config = EscalationPolicy.for_task(task.task_type)
+    outcome = _propose_with_slm(request, task, config)
+    if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
+        decision = _decide(outcome.action)
+        if decision.policy is not None and decision.policy.requires_llm:
+            outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
+            outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
+    if outcome.action is None:
+        outcome = _escalate(request, task, config, outcome)
+    if outcome.action is None:
+        _hold(request, reason=outcome.failure)
         return
+    request.proposal = outcome.action
+    if not move_request(
+        request.id,
+        from_statuses=[RequestStatus.PROPOSING, RequestStatus.ESCALATED],
+        to_status=RequestStatus.VALIDATING,
+        proposal=outcome.action,
+    ):
+        return
+    _apply_policy(request, outcome)
+
+
+def task_spec_for(request: Request) -> TaskSpec:
+    task_type, reason = task_type_of(
+        hint=request.task_type,
+        tools=request.tools,
+        response_schema=request.response_schema,
+        labels=request.labels,
+    )
+    names = [tool["function"]["name"] for tool in request.tools]
+    rules = dict(ToolSpec.objects.filter(enabled=True, name__in=names).values_list("name", "rules"))
+    return TaskSpec(
+        task_type=task_type,
+        messages=request.messages,
+        tools=request.tools,
+        response_schema=request.response_schema,
+        labels=request.labels,
+        parallel_tool_calls=request.parallel_tool_calls,
+        output_format=request.output_format,
+        rules={name: list(r or []) for name, r in rules.items()},
+        task_type_reason=reason,
+    )
+
+
+# --- The small model ---
+
+
+def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy) -> Outcome:
+    first_prompt = build_prompt(task)
+    try:
+        route = choose_model(
+            task.task_type, prompt_tokens=estimate_tokens(first_prompt), tier=ModelSpec.Tier.SLM
+        )
+    except NoModelAvailable as exc:
+        trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
+        return Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
+    request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
     if not move_request(
         request.id,
         from_statuses=[RequestStatus.ROUTING],
         to_status=RequestStatus.PROPOSING,
-        route=route.as_dict(),
+        route=request.route,
     ):
-        return
+        return Outcome(None, failure="", trigger="lost")
+    backend, error = _backend(request, route.model)
+    if backend is None:
+        return Outcome(None, trigger=Trigger.BACKEND_ERROR, failure=error)
+    if task.task_type == TOOL_USE and config.classify_intent:
+        out_of_scope = _out_of_scope(request, task, route.model, backend)
+        if out_of_scope:
+            return Outcome(None, trigger=Trigger.OUT_OF_SCOPE, failure=out_of_scope)
 
-    action, failure = _propose(request, route)
-    if action is None:
-        _hold(request, from_status=RequestStatus.PROPOSING, reason=failure)
-        return
-    if not move_request(
-        request.id,
-        from_statuses=[RequestStatus.PROPOSING],
-        to_status=RequestStatus.VALIDATING,
-        proposal=action,
-    ):
-        return
-    request.route, request.proposal = route.as_dict(), action
-    _apply_policy(request, action)
-
-
-def _propose(request: Request, route: Route) -> tuple[dict[str, Any] | None, str]:
-    """Asks the routed model for an action, retrying with its errors. Returns (action, failure)."""
-    spec = route.model
-    try:
-        backend = get_backend(spec)
-    except BackendError as exc:
-        model_call_record(
-            request_id=request.id,
-            spec=spec,
-            purpose=ModelCall.Purpose.PROPOSE,
-            attempt=1,
-            error=str(exc),
-            trigger="backend_error",
-        )
-        return None, f"model {spec.name} is unavailable: {exc}"
-
+    outcome = Outcome(None, tier=route.model.tier, model=route.model.name)
     feedback = ""
-    attempts = 1 + settings.PIPELINE_MAX_SLM_RETRIES
-    failure = ""
+    attempts = 1 + config.max_slm_retries
     for attempt in range(1, attempts + 1):
         purpose = ModelCall.Purpose.PROPOSE if attempt == 1 else ModelCall.Purpose.RETRY
-        prompt = build_prompt(
-            route.task_type, messages=request.messages, tools=request.tools, feedback=feedback
-        )
         try:
-            generation = backend.generate(prompt)
+            generation = backend.generate(build_prompt(task, feedback=feedback))
         except BackendError as exc:
-            model_call_record(
-                request_id=request.id,
-                spec=spec,
-                purpose=purpose,
-                attempt=attempt,
-                error=str(exc),
-                trigger="backend_error",
+            _record_failure(request, route.model, purpose, attempt, exc)
+            outcome.trigger, outcome.failure = (
+                Trigger.BACKEND_ERROR,
+                f"model {route.model.name} failed: {exc}",
             )
-            return None, f"model {spec.name} failed: {exc}"
-        parsed, action, issues = parse_answer(route.task_type, generation.text, tools=request.tools)
-        trigger = (
-            "" if not issues else ("validation_failed" if attempt < attempts else "validation_failed_final")
-        )
+            return outcome
+        confidence = _confidence(generation)
+        parsed, action, issues = parse_answer(task, generation.text, confidence=confidence)
+        outcome.attempts.append(Attempt(route.model.name, route.model.tier, generation.text, issues))
+        trigger = ""
+        if issues:
+            trigger = Trigger.VALIDATION_FAILED
+        elif _too_uncertain(generation, config):
+            trigger = Trigger.UNCERTAINTY
+            outcome.attempts[-1].note = (
+                f"uncertainty {uncertainty_from_logprobs(generation.decision_logprobs) or {}} is above the "
+                f"threshold {config.uncertainty_threshold}"
+            )
         model_call_record(
             request_id=request.id,
-            spec=spec,
+            spec=route.model,
             purpose=purpose,
             attempt=attempt,
             generation=generation,
             parsed_output=parsed,
             issues=issues,
             trigger=trigger,
+            # The ladder climbs past the SLM on uncertainty at once, on bad answers after the retries.
+            escalated=trigger == Trigger.UNCERTAINTY or (bool(trigger) and attempt == attempts),
+        )
+        if not trigger:
+            outcome.action = action
+            return outcome
+        if trigger == Trigger.UNCERTAINTY:
+            # A retry of a greedy decoder with no new information gives the same answer: climb.
+            outcome.trigger, outcome.failure = trigger, outcome.attempts[-1].note
+            return outcome
+        feedback = issues_as_feedback(issues)
+    failure = "; ".join(str(issue) for issue in outcome.attempts[-1].issues)
+    outcome.trigger = Trigger.VALIDATION_FAILED
+    outcome.failure = f"{route.model.name}'s proposal failed validation after {attempts} attempts: {failure}"
+    return outcome
+
+
+def _out_of_scope(request: Request, task: TaskSpec, spec: ModelSpec, backend: Any) -> str:
+    """Asks the SLM whether any tool fits; a non-empty answer says why the request is out of scope."""
+    intent = intent_task(task)
+    try:
+        generation = backend.generate(build_prompt(intent))
+    except BackendError as exc:
+        _record_failure(request, spec, ModelCall.Purpose.ROUTE, 1, exc)
+        return ""  # the check is advisory: without it the proposal goes ahead
+    parsed, action, issues = parse_answer(intent, generation.text, confidence=_confidence(generation))
+    out_of_scope = action is not None and action["label"] == INTENT_OUT_OF_SCOPE
+    model_call_record(
+        request_id=request.id,
+        spec=spec,
+        purpose=ModelCall.Purpose.ROUTE,
+        attempt=1,
+        generation=generation,
+        parsed_output=parsed,
+        issues=issues,
+        trigger=Trigger.OUT_OF_SCOPE if out_of_scope else "",
+        escalated=out_of_scope,
+    )
+    return f"{spec.name} judged that none of the agent's tools fits the request" if out_of_scope else ""
+
+
+def _confidence(generation: Generation) -> float | None:
+    if not generation.decision_logprobs:
+        return None
+    return math.exp(min(generation.decision_logprobs))
+
+
+def _too_uncertain(generation: Generation, config: EscalationPolicy) -> bool:
+    if config.uncertainty_threshold is None:
+        return False
+    uncertainty = uncertainty_from_logprobs(generation.decision_logprobs)
+    return uncertainty is not None and uncertainty["score"] > config.uncertainty_threshold
+
+
+# --- The large model ---
+
+
+def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: Outcome) -> Outcome:
+    """The LLM rung: the whole conversation, the SLM's failed attempts and their errors."""
+    if slm.trigger == "lost":
+        return slm
+    if not config.trigger_enabled(slm.trigger):
+        slm.failure += f" (escalation on {slm.trigger} is switched off for {task.task_type})"
+        return slm
+    if not move_request(
+        request.id,
+        from_statuses=[RequestStatus.ROUTING, RequestStatus.PROPOSING],
+        to_status=RequestStatus.ESCALATED,
+    ):
+        return Outcome(None, trigger="lost")
+    try:
+        route = choose_model(task.task_type, prompt_tokens=estimate_tokens(build_prompt(task)), tier="llm")
+    except NoModelAvailable as exc:
+        return Outcome(
+            None,
+            trigger=slm.trigger,
+            failure=f"{slm.failure}; escalation ({slm.trigger}) is needed but {exc}, so a human decides",
+            attempts=slm.attempts,
+        )
+    backend, error = _backend(request, route.model)
+    if backend is None:
+        return Outcome(
+            None, trigger=Trigger.BACKEND_ERROR, failure=f"{slm.failure}; {error}", attempts=slm.attempts
+        )
+
+    attempts = list(slm.attempts)
+    for attempt in range(1, config.max_llm_attempts + 1):
+        prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
+        try:
+            generation = backend.generate(prompt)
+        except BackendError as exc:
+            _record_failure(request, route.model, ModelCall.Purpose.ESCALATE, attempt, exc)
+            return Outcome(
+                None,
+                trigger=Trigger.BACKEND_ERROR,
+                failure=f"{slm.failure}; LLM {route.model.name} failed: {exc}",
+            )
+        parsed, action, issues = parse_answer(task, generation.text)
+        attempts.append(Attempt(route.model.name, route.model.tier, generation.text, issues))
+        model_call_record(
+            request_id=request.id,
+            spec=route.model,
+            purpose=ModelCall.Purpose.ESCALATE,
+            attempt=attempt,
+            generation=generation,
+            parsed_output=parsed,
+            issues=issues,
+            trigger=Trigger.VALIDATION_FAILED if issues else "",
         )
         if action is not None:
-            return action, ""
-        feedback = issues_as_feedback(issues)
-        failure = "; ".join(str(issue) for issue in issues)
-    return None, f"{spec.name}'s proposal failed validation after {attempts} attempts: {failure}"
+            return Outcome(
+                action, tier=route.model.tier, model=route.model.name, trigger=slm.trigger, attempts=attempts
+            )
+    failure = "; ".join(str(issue) for issue in attempts[-1].issues)
+    return Outcome(
+        None,
+        trigger=Trigger.VALIDATION_FAILED,
+        failure=f"{slm.failure}; the LLM's proposal also failed validation after {config.max_llm_attempts} "
+        f"attempts: {failure}",
+        attempts=attempts,
+    )
 
 
-def _apply_policy(request: Request, action: dict[str, Any]) -> None:
+def _ladder_feedback(trigger: str, attempts: list[Attempt]) -> str:
+    if not attempts:
+        return ""
+    lines = [f"Earlier answers to this request were not accepted (reason: {trigger}):"]
+    for index, attempt in enumerate(attempts, 1):
+        problems = "; ".join(str(issue) for issue in attempt.issues) or attempt.note or "not trusted"
+        lines.append(
+            f"{index}. {attempt.model} ({attempt.tier}) answered {attempt.raw_output[:800]} — {problems}"
+        )
+    lines.append("Answer with one valid answer that avoids these problems.")
+    return "\n".join(lines)
+
+
+# --- Shared ---
+
+
+def _backend(request: Request, spec: ModelSpec) -> tuple[Any, str]:
+    try:
+        return get_backend(spec), ""
+    except BackendError as exc:
+        _record_failure(request, spec, ModelCall.Purpose.PROPOSE, 1, exc)
+        return None, f"model {spec.name} is unavailable: {exc}"
+
+
+def _record_failure(request: Request, spec: ModelSpec, purpose: str, attempt: int, exc: Exception) -> None:
+    model_call_record(
+        request_id=request.id,
+        spec=spec,
+        purpose=purpose,
+        attempt=attempt,
+        error=str(exc),
+        trigger="backend_error",
+    )
+
+
+def _decide(action: dict[str, Any]) -> PolicyDecision:
     if action["type"] == "tool_calls":
-        decision = decide_action([call["name"] for call in action["tool_calls"]])
-    else:
-        # A plain text reply changes nothing outside the conversation.
-        decision = PolicyDecision(RiskPolicy.Decision.AUTO, "a text reply has no side effects")
+        return decide_action([call["name"] for call in action["tool_calls"]])
+    # A reply, an extraction or a label changes nothing outside the conversation.
+    return PolicyDecision(RiskPolicy.Decision.AUTO, f"a {action['type']} answer has no side effects")
 
-    trail = {"by": "policy", **decision.as_dict(), "model": request.route.get("model")}
+
+def _pii_in(action: dict[str, Any]) -> list[PIIFinding]:
+    if action["type"] == "tool_calls":
+        return [
+            finding
+            for index, call in enumerate(action["tool_calls"])
+            for finding in find_pii(call["arguments"], f"$.tool_calls[{index}].arguments")
+        ]
+    return find_pii(action.get("data", action.get("content")), "$")
+
+
+def _apply_policy(request: Request, outcome: Outcome) -> None:
+    assert outcome.action is not None
+    decision = _decide(outcome.action)
+    trail = {
+        "by": "policy",
+        **decision.as_dict(),
+        "model": outcome.model,
+        "tier": outcome.tier,
+        "escalation_trigger": outcome.trigger or None,
+        # Kinds and places only: the values stay in the action, not copied into more records.
+        "pii_found": [{"kind": f.kind, "path": f.path} for f in _pii_in(outcome.action)],
+    }
     if decision.decision == RiskPolicy.Decision.AUTO:
         move_request(
             request.id,
             from_statuses=[RequestStatus.VALIDATING],
             to_status=RequestStatus.RELEASED,
-            action=action,
+            action=outcome.action,
             decision=trail,
         )
     elif decision.decision == RiskPolicy.Decision.BLOCK:
@@ -157,19 +408,38 @@ def _apply_policy(request: Request, action: dict[str, Any]) -> None:
         reason = decision.reason
         if decision.decision == RiskPolicy.Decision.ADJUDICATE:
             reason += "; no adjudicator is configured, so a human decides"
-        _hold(request, from_status=RequestStatus.VALIDATING, reason=reason, decision=decision)
+        _hold(request, reason=reason, decision=decision, trail=trail)
 
 
-def _hold(request: Request, *, from_status: str, reason: str, decision: PolicyDecision | None = None) -> None:
+def _hold(
+    request: Request,
+    *,
+    reason: str,
+    decision: PolicyDecision | None = None,
+    trail: dict[str, Any] | None = None,
+) -> None:
     """Puts the request in front of a human, with the reason it was held."""
+    if not reason:
+        return  # the request was taken over by another worker: nothing to hold
     policy = decision.policy if decision else None
     now = timezone.now()
     sla = policy.sla_seconds if policy else 900
     expiry = policy.expiry_seconds if policy else settings.REVIEW_DEFAULT_EXPIRY_SECONDS
-    trail = {"by": "policy", **(decision.as_dict() if decision else {"decision": "human", "reason": reason})}
+    trail = trail or {
+        "by": "policy",
+        **(decision.as_dict() if decision else {"decision": "human", "reason": reason}),
+    }
     with transaction.atomic():
         if not move_request(
-            request.id, from_statuses=[from_status], to_status=RequestStatus.AWAITING_REVIEW, decision=trail
+            request.id,
+            from_statuses=[
+                RequestStatus.ROUTING,
+                RequestStatus.PROPOSING,
+                RequestStatus.ESCALATED,
+                RequestStatus.VALIDATING,
+            ],
+            to_status=RequestStatus.AWAITING_REVIEW,
+            decision=trail,
         ):
             return
         item = ReviewItem.objects.create(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.conf import settings
@@ -74,9 +74,15 @@ class Tool(Schema):
 class RequestIn(Schema):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] = Field(default_factory=list, max_length=128)
-    task_type: Literal["tool_use", "respond"] | None = None
-    response_schema: dict[str, Any] | None = None
-    labels: list[str] | None = None
+    task_type: Literal["tool_use", "extraction", "classification", "respond"] | None = None
+    response_schema: dict[str, Any] | None = Field(
+        default=None, description="extraction: the answer is JSON valid against this schema"
+    )
+    labels: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        default=None, description="classification: the answer is one of these labels"
+    )
+    format: Literal["json", "yaml"] = Field(default="json", description="extraction: also return YAML text")
+    parallel_tool_calls: bool = Field(default=False, description="tool_use: allow a plan of several calls")
     wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer, else 202.")
     callback_url: HttpUrl | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -88,10 +94,24 @@ class RequestIn(Schema):
             raise ValueError(f"wait_ms may be at most {settings.MAX_WAIT_MS}")
         return value
 
+    @field_validator("labels")
+    @classmethod
+    def labels_are_distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("labels must hold at least one label")
+            if len(set(value)) != len(value):
+                raise ValueError("labels must be distinct")
+        return value
+
     @model_validator(mode="after")
-    def tool_use_needs_tools(self) -> RequestIn:
+    def task_type_fits_the_request(self) -> RequestIn:
         if self.task_type == "tool_use" and not self.tools:
             raise ValueError("task_type tool_use needs at least one tool")
+        if self.task_type == "extraction" and self.response_schema is None:
+            raise ValueError("task_type extraction needs a response_schema")
+        if self.task_type == "classification" and not self.labels:
+            raise ValueError("task_type classification needs labels")
         return self
 
     def payload(self) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from reviewq.models import (
     RequestStatus,
     ReviewItem,
 )
+from reviewq.pipeline import task_spec_for
 from reviewq.transitions import move_request
-from router.prompts import new_action_id, new_call_id
+from router.prompts import check_response_schema, new_action_id, new_call_id
 from router.schemas import tool_function
 from router.validators import check_tool_schema, validate_tool_call
 
@@ -100,6 +101,10 @@ def request_create(
     """
     _check_tools(payload.get("tools") or [])
     _check_tool_history(payload["messages"])
+    if payload.get("response_schema") is not None:
+        problem = check_response_schema(payload["response_schema"])
+        if problem:
+            raise ApplicationError("invalid_response_schema", problem)
     body_sha256 = _canonical_sha256(payload)
 
     if idempotency_key:
@@ -117,6 +122,8 @@ def request_create(
                 task_type=payload.get("task_type") or "",
                 response_schema=payload.get("response_schema"),
                 labels=payload.get("labels"),
+                output_format=payload.get("format", "json"),
+                parallel_tool_calls=payload.get("parallel_tool_calls", False),
                 callback_url=payload.get("callback_url") or "",
                 metadata=payload.get("metadata") or {},
                 lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
@@ -278,8 +285,10 @@ def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]
         raise ApplicationError("not_found", f"review item {item_id} does not exist", status=404)
     if not tool_calls:
         raise ApplicationError("invalid_edit", "an edited action needs at least one tool call")
+    # Schema and business rules, not grounding: a reviewer's value is evidence in itself.
+    rules = task_spec_for(item.request).rules
     for index, call in enumerate(tool_calls):
-        issues = validate_tool_call(call, item.request.tools)
+        issues = validate_tool_call(call, item.request.tools, rules=rules)
         if issues:
             raise ApplicationError(
                 "invalid_edit",

@@ -81,7 +81,9 @@ def item_approve(request: HttpRequest, item_id: int) -> HttpResponse:
 def item_deny(request: HttpRequest, item_id: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
     return _decision_response(
-        request, item_id, lambda: services.review_deny(item_id=item_id, reviewer=_user(request), reason=reason)
+        request,
+        item_id,
+        lambda: services.review_deny(item_id=item_id, reviewer=_user(request), reason=reason),
     )
 
 

@@ -32,9 +32,9 @@ DEFAULT_MODELS: list[dict] = [
         "context_size": 8192,
     },
     {
-        "name": "claude-sonnet-4-5",
+        "name": "claude-sonnet-4-6",
         "backend": ModelSpec.Backend.ANTHROPIC,
-        "model_path": "claude-sonnet-4-5",
+        "model_path": "claude-sonnet-4-6",
         "tier": ModelSpec.Tier.LLM,
         "strengths": ["tool_use", "classification", "extraction", "respond", "adjudication", "coding"],
         "price_input_per_mtok": Decimal("3.00"),

@@ -45,3 +45,61 @@ class ModelSpec(models.Model):
             Decimal(tokens_in) * self.price_input_per_mtok / million
             + Decimal(tokens_out) * self.price_output_per_mtok / million
         )
+
+
+class EscalationPolicy(models.Model):
+    """Per task type: when the small model's answer is not trusted, and how far the ladder goes.
+
+    The ladder: retry the SLM with its validation errors (``max_slm_retries``), then the LLM with
+    the SLM's failed attempts in its prompt (``max_llm_attempts``), then a human. A task type
+    without a row uses the defaults below.
+    """
+
+    class TaskType(models.TextChoices):
+        TOOL_USE = "tool_use"
+        EXTRACTION = "extraction"
+        CLASSIFICATION = "classification"
+        RESPOND = "respond"
+
+    task_type = models.CharField(max_length=32, choices=TaskType.choices, unique=True)
+    uncertainty_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Escalate a valid SLM answer whose uncertainty score (0 sure … 1 unsure) is above this. "
+        "Empty: never.",
+    )
+    max_slm_retries = models.PositiveSmallIntegerField(default=1)
+    max_llm_attempts = models.PositiveSmallIntegerField(default=2)
+    escalate_on_validation_failure = models.BooleanField(default=True)
+    escalate_on_uncertainty = models.BooleanField(default=True)
+    escalate_on_out_of_scope = models.BooleanField(default=True)
+    escalate_on_context_too_long = models.BooleanField(default=True)
+    escalate_on_policy = models.BooleanField(
+        default=True, help_text="Escalate when the matching risk policy requires an LLM-tier proposal."
+    )
+    classify_intent = models.BooleanField(
+        default=False,
+        help_text="tool_use only: ask the SLM first whether a tool fits at all (one short extra call); "
+        "out-of-scope requests climb the ladder instead of being forced into a tool.",
+    )
+
+    class Meta:
+        ordering = ["task_type"]
+
+    def __str__(self) -> str:
+        return f"Escalation for {self.task_type}"
+
+    @classmethod
+    def for_task(cls, task_type: str) -> EscalationPolicy:
+        return cls.objects.filter(task_type=task_type).first() or cls(task_type=task_type)
+
+    def trigger_enabled(self, trigger: str) -> bool:
+        flag = {
+            "validation_failed": self.escalate_on_validation_failure,
+            "uncertainty": self.escalate_on_uncertainty,
+            "out_of_scope": self.escalate_on_out_of_scope,
+            "context_too_long": self.escalate_on_context_too_long,
+            "policy_requires_llm": self.escalate_on_policy,
+        }
+        return flag.get(trigger, True)

@@ -8,7 +8,9 @@ from router.models import ModelSpec
 
 
 class NoModelAvailable(Exception):
-    pass
+    def __init__(self, message: str, *, context_too_long: bool = False) -> None:
+        super().__init__(message)
+        self.context_too_long = context_too_long
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ def choose_model(task_type: str, *, prompt_tokens: int, tier: str = "slm") -> Ro
     fitting = [spec for spec in candidates if spec.context_size >= prompt_tokens]
     if not fitting:
         raise NoModelAvailable(
-            f"the prompt needs about {prompt_tokens} tokens, more than any {tier} model's context"
+            f"the prompt needs about {prompt_tokens} tokens, more than any {tier} model's context",
+            context_too_long=True,
         )
     chosen = min(fitting, key=lambda s: (s.price_input_per_mtok + s.price_output_per_mtok, s.name))
     reason = (

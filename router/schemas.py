@@ -63,3 +63,20 @@ def tool_choice_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     if len(alternatives) == 1:
         return alternatives[0]
     return {"anyOf": alternatives}
+
+
+def plan_schema(tools: list[dict[str, Any]], max_calls: int) -> dict[str, Any]:
+    """Schema of an answer that calls several tools in order: ``{"calls": [...]}``."""
+    return {
+        "type": "object",
+        "properties": {
+            "calls": {
+                "type": "array",
+                "items": tool_choice_schema(tools),
+                "minItems": 1,
+                "maxItems": max_calls,
+            }
+        },
+        "required": ["calls"],
+        "additionalProperties": False,
+    }

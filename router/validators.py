@@ -7,12 +7,14 @@ the ModelCall, shown to reviewers, and fed back into the retry prompt.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from router.conditions import evaluate_condition
 from router.schemas import tool_function, tool_parameters
 
 
@@ -56,8 +58,36 @@ def _json_path(parts: Any) -> str:
     return path
 
 
-def validate_tool_call(call: Any, tools: list[dict[str, Any]]) -> list[ValidationIssue]:
-    """Checks one proposed call ``{"name", "arguments"}`` against the agent's tools."""
+def validate_tool_call(
+    call: Any,
+    tools: list[dict[str, Any]],
+    *,
+    conversation: list[dict[str, Any]] | None = None,
+    rules: dict[str, list[dict[str, str]]] | None = None,
+) -> list[ValidationIssue]:
+    """The validator chain for one proposed call ``{"name", "arguments"}``.
+
+    JSON Schema of the chosen tool first; when that passes, grounding against ``conversation``
+    (if given) and the business rules ops set for the tool (``rules``, by tool name).
+    """
+    issues = _validate_call_schema(call, tools)
+    if issues:
+        return issues
+    arguments = call.get("arguments", {})
+    if conversation is not None:
+        issues += validate_grounding(
+            arguments, conversation, tool_parameters(_tool_by_name(tools, call["name"]))
+        )
+    if rules:
+        issues += validate_business_rules(arguments, rules.get(call["name"], []))
+    return issues
+
+
+def _tool_by_name(tools: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(tool for tool in tools if tool_function(tool)["name"] == name)
+
+
+def _validate_call_schema(call: Any, tools: list[dict[str, Any]]) -> list[ValidationIssue]:
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return [ValidationIssue("schema", "$", 'a tool call must be an object with a string "name"')]
     by_name = {tool_function(tool)["name"]: tool for tool in tools}
@@ -68,10 +98,16 @@ def validate_tool_call(call: Any, tools: list[dict[str, Any]]) -> list[Validatio
     arguments = call.get("arguments", {})
     if not isinstance(arguments, dict):
         return [ValidationIssue("schema", "$.arguments", "arguments must be a JSON object")]
-    validator = Draft202012Validator(tool_parameters(tool))
+    return schema_issues(arguments, tool_parameters(tool), "$.arguments")
+
+
+def schema_issues(value: Any, schema: dict[str, Any], root: str) -> list[ValidationIssue]:
+    """JSON Schema errors of ``value``, each at its JSON path under ``root``."""
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
     return [
-        ValidationIssue("schema", _json_path(["arguments", *error.absolute_path]), error.message)
-        for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        ValidationIssue("schema", root + _json_path(error.absolute_path)[1:], error.message)
+        for error in errors
     ]
 
 
@@ -83,3 +119,99 @@ def issues_as_feedback(issues: list[ValidationIssue]) -> str:
     """Errors phrased for a model's retry prompt."""
     lines = "\n".join(f"- {issue}" for issue in issues)
     return f"Your previous answer was rejected:\n{lines}\nAnswer again with one valid tool call."
+
+
+# --- Grounding ---
+
+# Separators that differ between how a customer types an identifier and how a model copies it.
+_SEPARATORS = re.compile(r"[\s\-_#.,()/:+]")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# Small integers (quantities, counts, indexes) are chosen, not copied: they need no evidence.
+SMALL_INTEGER_LIMIT = 10
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def conversation_evidence(conversation: list[dict[str, Any]]) -> str:
+    """Everything the model was shown: message text, earlier tool calls and tool results."""
+    parts = []
+    for message in conversation:
+        parts.append(_text_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            parts.append(str(function.get("arguments", "")))
+    return "\n".join(parts)
+
+
+def _numbers_in(text: str) -> set[float]:
+    found = set()
+    for match in _NUMBER.finditer(text):
+        try:
+            found.add(float(match.group(0).replace(",", "")))
+        except ValueError:
+            continue
+    return found
+
+
+def validate_grounding(
+    arguments: Any, conversation: list[dict[str, Any]], parameters: dict[str, Any] | None = None
+) -> list[ValidationIssue]:
+    """Identifiers, emails and amounts in ``arguments`` must occur in the conversation.
+
+    A string needs evidence when it holds a digit or an ``@`` (IDs, emails, zip codes, phone
+    numbers); a number when it is not a small integer. Comparison ignores case and separators,
+    so ``#W2378156`` matches ``w2378156``. Values the tool's own schema names (enums, defaults)
+    are grounded by the schema.
+    """
+    evidence = conversation_evidence(conversation)
+    compact_evidence = _SEPARATORS.sub("", evidence.lower())
+    schema_text = json.dumps(parameters or {}).lower()
+    numbers = _numbers_in(evidence)
+    issues = []
+    for path, value in _iter_values(arguments, "$.arguments"):
+        if isinstance(value, str):
+            if not any(ch.isdigit() for ch in value) and "@" not in value:
+                continue
+            compact = _SEPARATORS.sub("", value.lower())
+            if not compact or compact in compact_evidence or f'"{value.lower()}"' in schema_text:
+                continue
+        else:
+            if float(value).is_integer() and abs(value) <= SMALL_INTEGER_LIMIT:
+                continue
+            if float(value) in numbers:
+                continue
+        issues.append(
+            ValidationIssue(
+                "grounding", path, f"{value!r} does not appear in the conversation or tool results"
+            )
+        )
+    return issues
+
+
+def _iter_values(value: Any, path: str) -> Any:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _iter_values(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _iter_values(item, f"{path}[{index}]")
+    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        yield path, value
+
+
+# --- Business rules ---
+
+
+def validate_business_rules(arguments: dict[str, Any], rules: list[dict[str, str]]) -> list[ValidationIssue]:
+    """Each rule ``{"condition", "message"}`` that ops set on the tool must hold."""
+    issues = []
+    for rule in rules:
+        condition = rule.get("condition", "")
+        if condition and not evaluate_condition(condition, arguments):
+            message = rule.get("message") or f"the rule {condition!r} does not hold"
+            issues.append(ValidationIssue("business_rule", "$.arguments", message))
+    return issues

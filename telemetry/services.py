@@ -38,6 +38,7 @@ def model_call_record(
     issues: list[ValidationIssue] | None = None,
     error: str = "",
     trigger: str = "",
+    escalated: bool = False,
 ) -> ModelCall:
     """Stores one model call with its cost at the registry's prices."""
     tokens_in = generation.tokens_in if generation else 0
@@ -59,6 +60,6 @@ def model_call_record(
         validation_errors=issues_as_dicts(issues or []),
         uncertainty=uncertainty_from_logprobs(generation.decision_logprobs) if generation else None,
         error=error,
-        escalated=bool(trigger),
+        escalated=escalated,
         trigger=trigger,
     )

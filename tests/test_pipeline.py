@@ -46,7 +46,7 @@ def test_it_retries_with_the_errors_then_succeeds(agent: Any, inline_pipeline: N
     FakeBackend.scripted_outputs.extend(
         [
             '{"name": "get_order_details", "arguments": {}}',
-            '{"name":"get_order_details","arguments":{"order_id":"#W1"}}',
+            '{"name":"get_order_details","arguments":{"order_id":"#W2378156"}}',
         ]
     )
     request = create(agent, read_body())

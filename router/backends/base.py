@@ -13,7 +13,13 @@ class Prompt:
     ``system`` comes first and holds everything stable for a given tool set (instructions and
     the tool list), so local backends can reuse its cached prefix across requests.
     ``conversation`` is the agent's OpenAI-format message list, as sent. ``feedback`` holds the
-    errors of earlier attempts and goes last. The answer must be JSON matching ``output_schema``.
+    errors of earlier attempts and goes last.
+
+    The answer is JSON text matching ``output_schema``, whatever the backend: for ``tool_use``
+    ``{"name", "arguments"}`` (or ``{"calls": [...]}`` of those when ``parallel_tool_calls``),
+    for ``extraction`` the extracted object, for ``classification`` ``{"label"}``, for
+    ``respond`` ``{"content"}``. Backends with native tool use (Anthropic) get the agent's
+    OpenAI ``tools`` too, and translate their answer back into that JSON.
     """
 
     system: str
@@ -21,6 +27,9 @@ class Prompt:
     output_schema: dict[str, Any]
     feedback: str = ""
     max_tokens: int = 256
+    task_type: str = "tool_use"
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    parallel_tool_calls: bool = False
 
 
 @dataclass

@@ -72,15 +72,36 @@ class FakeBackend:
         )
 
     def _answer(self, prompt: Prompt) -> dict[str, Any]:
-        alternatives = prompt.output_schema.get("anyOf", [prompt.output_schema])
-        if "name" not in alternatives[0].get("properties", {}):
-            return {"content": "Thanks for your message; an agent will follow up shortly."}
         conversation_text = "\n".join(_text_of(m) for m in prompt.conversation)
         last = next(
             (m for m in reversed(prompt.conversation) if m.get("role") in ("user", "tool")),
             {"content": ""},
         )
         last_words = _words(_text_of(last))
+        schema = prompt.output_schema
+        if prompt.task_type == "tool_use":
+            if prompt.parallel_tool_calls:
+                return {
+                    "calls": [
+                        self._tool_call(schema["properties"]["calls"]["items"], last_words, conversation_text)
+                    ]
+                }
+            return self._tool_call(schema, last_words, conversation_text)
+        if prompt.task_type == "classification":
+            labels = schema["properties"]["label"]["enum"]
+            # max() keeps the first label on ties: deterministic.
+            return {"label": max(labels, key=lambda label: len(_words(label.replace("_", " ")) & last_words))}
+        if prompt.task_type == "extraction" and schema.get("type") == "object":
+            return {
+                key: _find_value(key, conversation_text, sub)
+                for key, sub in schema.get("properties", {}).items()
+                if key in schema.get("required", [])
+            }
+        return {"content": "Thanks for your message; an agent will follow up shortly."}
+
+    @staticmethod
+    def _tool_call(schema: dict[str, Any], last_words: set[str], conversation_text: str) -> dict[str, Any]:
+        alternatives = schema.get("anyOf", [schema])
 
         def overlap(alternative: dict[str, Any]) -> int:
             name = alternative["properties"]["name"]["const"]
@@ -89,8 +110,8 @@ class FakeBackend:
         chosen = max(alternatives, key=overlap)  # max() keeps the first on ties: deterministic
         params = chosen["properties"]["arguments"]
         arguments = {
-            key: _find_value(key, conversation_text, schema)
-            for key, schema in params.get("properties", {}).items()
+            key: _find_value(key, conversation_text, sub)
+            for key, sub in params.get("properties", {}).items()
             if key in params.get("required", [])
         }
         return {"name": chosen["properties"]["name"]["const"], "arguments": arguments}

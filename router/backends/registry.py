@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,28 @@ def _load(spec: ModelSpec) -> ModelBackend:
         except ModelFileNotFound as exc:
             raise BackendError(str(exc)) from exc
         return LlamaCppBackend(path, n_ctx=spec.context_size, n_threads=settings.MODEL_THREADS)
+    if spec.backend == "anthropic":
+        from router.backends.anthropic import AnthropicBackend
+
+        api_key = os.getenv("ANTHROPIC_API_KEY", "")
+        if not api_key:
+            raise BackendError("ANTHROPIC_API_KEY is not set")
+        return AnthropicBackend(
+            model=spec.model_path,
+            api_key=api_key,
+            base_url=spec.base_url or os.getenv("ANTHROPIC_BASE_URL") or None,
+            timeout_s=settings.LLM_TIMEOUT_S,
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+    if spec.backend == "openai_compatible":
+        from router.backends.openai_compatible import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(
+            base_url=spec.base_url,
+            model=spec.model_path,
+            api_key=os.getenv("OPENAI_COMPATIBLE_API_KEY", ""),
+            timeout_s=settings.LLM_TIMEOUT_S,
+        )
     raise BackendError(f"backend {spec.backend!r} of model {spec.name!r} is not available yet")
 
 

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from router.pii import find_pii, iban_valid, luhn_valid
+from router.validators import validate_business_rules, validate_grounding, validate_tool_call
+from tests.factories import tools
+
+CONVERSATION: list[dict[str, Any]] = [
+    {"role": "user", "content": "Hi, I'm Yusuf, email yusuf.rossi@example.com, my order is #W2378156."},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "get_order_details", "arguments": '{"order_id": "#W2378156"}'},
+            }
+        ],
+    },
+    {
+        "role": "tool",
+        "tool_call_id": "c1",
+        "content": '{"total": 1,209.55, "payment_method_id": "credit_card_9513926"}',
+    },
+]
+
+
+def test_grounded_values_pass_after_normalising() -> None:
+    arguments = {
+        "order_id": "w2378156",
+        "email": "Yusuf.Rossi@example.com",
+        "payment_method_id": "credit_card_9513926",
+        "amount": 1209.55,
+        "quantity": 2,
+        "reason": "no longer needed",
+    }
+    assert validate_grounding(arguments, CONVERSATION) == []
+
+
+def test_invented_values_fail_with_their_path() -> None:
+    arguments = {"order_id": "#W0000001", "email": "someone@example.com", "items": [{"amount": 99.5}]}
+    issues = validate_grounding(arguments, CONVERSATION)
+    assert [(i.validator, i.path) for i in issues] == [
+        ("grounding", "$.arguments.order_id"),
+        ("grounding", "$.arguments.email"),
+        ("grounding", "$.arguments.items[0].amount"),
+    ]
+
+
+def test_schema_values_are_grounded_by_the_schema() -> None:
+    parameters = {"type": "object", "properties": {"plan": {"enum": ["tier-2024"]}}}
+    assert validate_grounding({"plan": "tier-2024"}, CONVERSATION, parameters) == []
+
+
+def test_the_chain_runs_schema_then_grounding_then_rules() -> None:
+    retail = tools("cancel_pending_order")
+    bad_schema = validate_tool_call({"name": "cancel_pending_order", "arguments": {"order_id": 5}}, retail)
+    assert {i.validator for i in bad_schema} == {"schema"}
+    rules = {
+        "cancel_pending_order": [{"condition": 'reason == "ordered by mistake"', "message": "only mistakes"}]
+    }
+    call = {"name": "cancel_pending_order", "arguments": {"order_id": "#W9", "reason": "no longer needed"}}
+    issues = validate_tool_call(call, retail, conversation=CONVERSATION, rules=rules)
+    assert [(i.validator, i.message) for i in issues] == [
+        ("grounding", "'#W9' does not appear in the conversation or tool results"),
+        ("business_rule", "only mistakes"),
+    ]
+
+
+def test_business_rules_without_message_explain_themselves() -> None:
+    [issue] = validate_business_rules({"amount": 900}, [{"condition": "amount <= 500"}])
+    assert issue.message == "the rule 'amount <= 500' does not hold"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("reach me at jane.doe+x@mail.co.uk", "email"),
+        ("call +44 20 7946 0958", "phone"),
+        ("(415) 555-0100", "phone"),
+        ("card 4111-1111-1111-1111", "card_number"),
+        ("IBAN DE89 3704 0044 0532 0130 00", "iban"),
+        ("SSN 123-45-6789", "national_id"),
+        ("NI number AB 12 34 56 C", "national_id"),
+    ],
+)
+def test_pii_detectors_find(text: str, kind: str) -> None:
+    assert kind in {finding.kind for finding in find_pii({"note": text})}
+
+
+@pytest.mark.parametrize("text", ["order #W2378156", "4111 1111 1111 1112", "zip 94107", "item 1008292230"])
+def test_pii_detectors_do_not_flag(text: str) -> None:
+    assert find_pii({"note": text}) == []
+
+
+def test_checksums() -> None:
+    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
+    assert iban_valid("GB82 WEST 1234 5698 7654 32") and not iban_valid("GB82 WEST 1234 5698 7654 33")
