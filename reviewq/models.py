@@ -16,9 +16,20 @@ from django.db.models import Q
 
 
 class AgentKey(models.Model):
-    """A bearer key an agent uses on the API. Only its SHA-256 is stored."""
+    """A bearer key for the API. Only its SHA-256 is stored.
+
+    An ``agent`` key submits requests and reads its own; an ``ops`` key reads across agents
+    (trace export) and cannot submit requests.
+    """
+
+    class Scope(models.TextChoices):
+        AGENT = "agent"
+        OPS = "ops"
 
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.AGENT)
+    # Signs webhooks to this agent's callback_url (HMAC-SHA256); shown once with the key.
+    webhook_secret = models.CharField(max_length=64, blank=True)
     prefix = models.CharField(max_length=16, help_text="The first characters, to tell keys apart.")
     key_hash = models.CharField(max_length=64, unique=True)
     # The person who raised requests with this key: they may never decide on them.
@@ -152,14 +163,43 @@ class RiskPolicy(models.Model):
         HUMAN = "human", "Hold for a human"
         BLOCK = "block", "Block (deny)"
 
+    class Tier(models.TextChoices):
+        ANY = "", "any tier"
+        SLM = "slm", "small model"
+        LLM = "llm", "large model"
+
+    class AdjudicatorApprove(models.TextChoices):
+        RELEASE = "release", "release"
+        HUMAN = "human", "hold for a human anyway"
+
+    class AdjudicatorReject(models.TextChoices):
+        HUMAN = "human", "hold for a human"
+        DENY = "deny", "deny"
+
     name = models.CharField(max_length=100, unique=True)
     priority = models.IntegerField(default=100, help_text="Lower numbers are checked first.")
     tool_pattern = models.CharField(max_length=100, default="*", help_text="Shell-style, e.g. get_*")
     match_tags = models.JSONField(
         default=list, blank=True, help_text="Matches when the tool has any of these tags; empty: any."
     )
+    condition = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text='On the call\'s arguments, e.g. amount > 500 or reason == "ordered by mistake". Empty: any.',
+    )
+    min_uncertainty = models.FloatField(
+        null=True, blank=True, help_text="Matches when the proposal's uncertainty score is above this."
+    )
+    model_tier = models.CharField(max_length=4, choices=Tier.choices, blank=True, default="")
+    match_pii = models.BooleanField(default=False, help_text="Matches only when the arguments hold PII.")
     decision = models.CharField(max_length=16, choices=Decision.choices)
-    required_approvals = models.PositiveSmallIntegerField(default=1)
+    on_adjudicator_approve = models.CharField(
+        max_length=8, choices=AdjudicatorApprove.choices, default=AdjudicatorApprove.RELEASE
+    )
+    on_adjudicator_reject = models.CharField(
+        max_length=8, choices=AdjudicatorReject.choices, default=AdjudicatorReject.HUMAN
+    )
+    required_approvals = models.PositiveSmallIntegerField(default=1, help_text="2 for four-eyes.")
     requires_llm = models.BooleanField(
         default=False,
         help_text="Only an LLM-tier proposal may be decided under this policy; SLM ones escalate.",
@@ -167,6 +207,9 @@ class RiskPolicy(models.Model):
     reviewer_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL)
     sla_seconds = models.PositiveIntegerField(default=900)
     expiry_seconds = models.PositiveIntegerField(default=86400)
+    notify_url = models.URLField(
+        max_length=500, blank=True, help_text="Slack-compatible webhook, posted when nobody is on the queue."
+    )
     enabled = models.BooleanField(default=True)
 
     class Meta:
@@ -192,6 +235,16 @@ class ReviewItem(models.Model):
     hold_reason = models.TextField(help_text="Why the action was held.")
     risk_tags = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reviewer_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    # The action the approvals are for: the proposal, or a reviewer's edit of it.
+    action_under_review = models.JSONField(null=True, blank=True)
+    adjudication = models.JSONField(null=True, blank=True, help_text="The second model's verdict, if asked.")
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    alerted_at = models.DateTimeField(null=True, blank=True, help_text="When on-call was paged for it.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sla_due_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
@@ -206,6 +259,85 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"Review of {self.request_id} ({self.status})"
+
+
+class Approval(models.Model):
+    """One reviewer's approval of an item's action under review (four-eyes needs two)."""
+
+    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="approvals")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    action = models.JSONField(help_text="The action this approval is for.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["item", "reviewer"], name="one_approval_per_reviewer")]
+
+
+class AuditEvent(models.Model):
+    """The append-only, hash-chained record of every decision and state change a human made.
+
+    Rows are only ever inserted (database triggers refuse UPDATE and DELETE); each row's hash
+    covers its content and the previous row's hash, so ``verify_audit_log`` finds any change.
+    """
+
+    seq = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField()
+    actor = models.CharField(max_length=150, help_text="username, agent key name, or 'system'")
+    kind = models.CharField(max_length=32)
+    request_id = models.UUIDField(null=True, blank=True, db_index=True)
+    item_id = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} by {self.actor}"
+
+
+class WebhookDelivery(models.Model):
+    """One outbound webhook (an agent's callback, or an on-call page), retried until delivered."""
+
+    class Kind(models.TextChoices):
+        CALLBACK = "callback"
+        ALERT = "alert"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    delivery_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    request = models.ForeignKey(
+        Request, null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks"
+    )
+    event = models.CharField(max_length=64, help_text="e.g. request.released; one delivery per event")
+    url = models.URLField(max_length=500)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "event", "url"], name="one_delivery_per_event"),
+        ]
+
+
+class ReviewerPresence(models.Model):
+    """A reviewer's open queue page (one row per WebSocket), for on-call alerting."""
+
+    channel_name = models.CharField(max_length=255, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    connected_at = models.DateTimeField(auto_now_add=True)
 
 
 class GoldenTrace(models.Model):

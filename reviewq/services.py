@@ -43,16 +43,21 @@ def _hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def agent_key_create(*, name: str, owner: User | None = None) -> tuple[AgentKey, str]:
-    """A new agent key. Returns the row and the raw key, which is shown once and never stored."""
+def agent_key_create(
+    *, name: str, owner: User | None = None, scope: str = AgentKey.Scope.AGENT
+) -> tuple[AgentKey, str]:
+    """A new API key. Returns the row and the raw key, which is shown once and never stored."""
     raw_key = AGENT_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = AgentKey.objects.create(name=name, prefix=raw_key[:10], key_hash=_hash_key(raw_key), owner=owner)
+    key = AgentKey.objects.create(
+        name=name, scope=scope, prefix=raw_key[:10], key_hash=_hash_key(raw_key), owner=owner
+    )
     return key, raw_key
 
 
-def agent_key_authenticate(raw_key: str) -> AgentKey | None:
+def agent_key_authenticate(raw_key: str, *, scope: str = AgentKey.Scope.AGENT) -> AgentKey | None:
+    """The live key ``raw_key`` names, if it has ``scope``."""
     return (
-        AgentKey.objects.filter(key_hash=_hash_key(raw_key), revoked_at__isnull=True)
+        AgentKey.objects.filter(key_hash=_hash_key(raw_key), revoked_at__isnull=True, scope=scope)
         .select_related("owner")
         .first()
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from reviewq.models import AgentKey
 from reviewq.services import agent_key_create
 
 
@@ -14,6 +15,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--owner", help="Username of the person behind the agent; they may not review its requests."
         )
+        parser.add_argument(
+            "--scope",
+            choices=[choice.value for choice in AgentKey.Scope],
+            default=AgentKey.Scope.AGENT,
+            help="agent: submit requests; ops: export traces and read across agents.",
+        )
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         owner = None
@@ -21,5 +28,5 @@ class Command(BaseCommand):
             owner = get_user_model().objects.filter(username=options["owner"]).first()
             if owner is None:
                 raise CommandError(f"no user named {options['owner']!r}")
-        _, raw_key = agent_key_create(name=options["name"], owner=owner)
+        _, raw_key = agent_key_create(name=options["name"], owner=owner, scope=options["scope"])
         self.stdout.write(raw_key)
