@@ -1,14 +1,35 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
 
-from reviewq.models import AgentKey, GoldenTrace, Request, ReviewItem, RiskPolicy, ToolSpec
+from reviewq.errors import ApplicationError
+from reviewq.models import (
+    AgentKey,
+    AuditEvent,
+    GoldenTrace,
+    Request,
+    ReviewItem,
+    RiskPolicy,
+    ToolSpec,
+    WebhookDelivery,
+)
+from reviewq.policies import preview_policies
+from router.conditions import check_condition
+from telemetry.admin_actions import (
+    export_selected_traces,
+    export_selected_traces_dpo,
+    export_selected_traces_raw,
+)
 
 
 @admin.register(AgentKey)
 class AgentKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "owner", "created_at", "revoked_at"]
-    readonly_fields = ["prefix", "key_hash", "created_at"]
+    list_display = ["name", "scope", "prefix", "owner", "created_at", "revoked_at"]
+    readonly_fields = ["prefix", "key_hash", "webhook_secret", "created_at"]
     search_fields = ["name", "prefix"]
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
@@ -53,22 +74,67 @@ class ReviewItemAdmin(ReadOnlyAdmin):
 class GoldenTraceAdmin(ReadOnlyAdmin):
     list_display = ["id", "request", "decision", "reviewer", "time_to_decision_ms", "created_at"]
     list_filter = ["decision"]
+    actions = [export_selected_traces, export_selected_traces_dpo, export_selected_traces_raw]
+
+
+class ToolSpecForm(forms.ModelForm):
+    class Meta:
+        model = ToolSpec
+        fields = ["name", "description", "parameters", "risk_tags", "rules", "enabled"]
+
+    def clean_rules(self) -> list:
+        rules = self.cleaned_data["rules"] or []
+        if not isinstance(rules, list):
+            raise forms.ValidationError('rules must be a list of {"condition": ..., "message": ...}')
+        for rule in rules:
+            problem = (
+                check_condition(rule.get("condition", "")) if isinstance(rule, dict) else "not an object"
+            )
+            if problem:
+                raise forms.ValidationError(problem)
+        return rules
 
 
 @admin.register(ToolSpec)
 class ToolSpecAdmin(admin.ModelAdmin):
+    form = ToolSpecForm
     list_display = ["name", "risk_tags", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
 
 
+class RiskPolicyForm(forms.ModelForm):
+    class Meta:
+        model = RiskPolicy
+        exclude: list[str] = []
+
+    def clean_condition(self) -> str:
+        condition = self.cleaned_data["condition"].strip()
+        problem = check_condition(condition) if condition else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return condition
+
+
+class PreviewForm(forms.Form):
+    action = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        help_text='A proposed call {"name": ..., "arguments": {...}}, a list of them, '
+        "or an action with tool_calls.",
+    )
+    uncertainty = forms.FloatField(required=False, min_value=0, max_value=1)
+    tier = forms.ChoiceField(choices=[("slm", "slm"), ("llm", "llm")], initial="slm")
+
+
 @admin.register(RiskPolicy)
 class RiskPolicyAdmin(admin.ModelAdmin):
+    form = RiskPolicyForm
     list_display = [
         "priority",
         "name",
         "tool_pattern",
         "match_tags",
+        "condition",
         "decision",
         "required_approvals",
         "enabled",
@@ -76,3 +142,48 @@ class RiskPolicyAdmin(admin.ModelAdmin):
     list_display_links = ["name"]
     list_filter = ["decision", "enabled"]
     ordering = ["priority"]
+    change_list_template = "admin/reviewq/riskpolicy/change_list.html"
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        preview = path(
+            "preview/", self.admin_site.admin_view(self.preview_view), name="reviewq_riskpolicy_preview"
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """Paste a proposed action: see which policy matches it, and why each other one does not."""
+        form = PreviewForm(request.POST or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = preview_policies(
+                    form.cleaned_data["action"],
+                    uncertainty=form.cleaned_data["uncertainty"],
+                    tier=form.cleaned_data["tier"],
+                )
+            except ApplicationError as exc:
+                form.add_error("action", exc.message)
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "result": result,
+            "title": "Preview risk policies",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/reviewq/riskpolicy/preview.html", context)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["seq", "created_at", "actor", "kind", "request_id", "item_id"]
+    list_filter = ["kind"]
+    search_fields = ["actor", "request_id"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["delivery_id", "kind", "event", "url", "status", "attempts", "last_error", "created_at"]
+    list_filter = ["kind", "status"]

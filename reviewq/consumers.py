@@ -13,6 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from reviewq import live, selectors
+from reviewq.models import ReviewerPresence
 
 
 def _render_snapshot() -> str:
@@ -28,13 +29,23 @@ class QueueConsumer(AsyncWebsocketConsumer):
         live.remember_server_loop()
         await self.channel_layer.group_add(live.REVIEWERS_GROUP, self.channel_name)
         await self.accept()
+        await self._present(user)
         await self.send(text_data=await database_sync_to_async(_render_snapshot)())
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(live.REVIEWERS_GROUP, self.channel_name)
+        await self._absent()
 
     async def queue_html(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
+
+    @database_sync_to_async
+    def _present(self, user: Any) -> None:
+        ReviewerPresence.objects.update_or_create(channel_name=self.channel_name, defaults={"user": user})
+
+    @database_sync_to_async
+    def _absent(self) -> None:
+        ReviewerPresence.objects.filter(channel_name=self.channel_name).delete()
 
     @database_sync_to_async
     def _is_reviewer(self, user: Any) -> bool:

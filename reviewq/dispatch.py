@@ -15,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
+from telemetry.logging import request_context
+
 logger = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
@@ -48,16 +50,32 @@ def _embedded_executor() -> ThreadPoolExecutor:
         return _executor
 
 
+def submit_embedded(function: Any, *args: Any) -> None:
+    """Runs ``function(*args)`` on the embedded worker pool, with fresh database connections."""
+
+    def run() -> None:
+        close_old_connections()
+        try:
+            function(*args)
+        except Exception:  # logged; periodic passes retry from the database
+            logger.exception("embedded work %s failed", getattr(function, "__name__", function))
+        finally:
+            close_old_connections()
+
+    _embedded_executor().submit(run)
+
+
 def _run_embedded(request_id: str) -> None:
     from reviewq.pipeline import run_pipeline
 
-    close_old_connections()
-    try:
-        run_pipeline(request_id)
-    except Exception:
-        logger.exception("pipeline failed for request %s", request_id)
-    finally:
+    with request_context(request_id):
         close_old_connections()
+        try:
+            run_pipeline(request_id)
+        except Exception:
+            logger.exception("pipeline failed for request %s", request_id)
+        finally:
+            close_old_connections()
 
 
 def drain_embedded() -> None:

@@ -15,7 +15,7 @@ from django.db import close_old_connections
 logger = logging.getLogger(__name__)
 _started = threading.Event()
 SWEEP_EVERY_SECONDS = 15.0
-EXPIRE_EVERY_SECONDS = 5.0
+TICK_SECONDS = 1.0
 
 
 def start_scheduler() -> None:
@@ -38,7 +38,7 @@ def _warm_models() -> None:
 
 
 def _loop() -> None:
-    from reviewq import services
+    from reviewq import services, webhooks
 
     try:
         _warm_models()
@@ -53,8 +53,9 @@ def _loop() -> None:
                 services.sweep_stuck_requests()
                 last_sweep = now
             services.expire_review_items()
+            webhooks.deliver_due()
         except Exception:
             logger.exception("scheduled maintenance failed")
         finally:
             close_old_connections()
-        time.sleep(EXPIRE_EVERY_SECONDS)
+        time.sleep(TICK_SECONDS)

@@ -60,3 +60,8 @@ def push_item_added(item: Any) -> None:
 
 def push_item_removed(item: Any) -> None:
     push_html(render_to_string("review/_item_removed.html", {"item": item}))
+
+
+def push_item_changed(item: Any) -> None:
+    """A claim, an approval of a four-eyes item: replace the row in place."""
+    push_html(render_to_string("review/_item_changed.html", {"item": item}))

@@ -185,7 +185,7 @@ class RiskPolicy(models.Model):
     condition = models.CharField(
         max_length=500,
         blank=True,
-        help_text='On the call\'s arguments, e.g. amount > 500 or reason == "ordered by mistake". Empty: any.',
+        help_text='On the call\'s arguments, e.g. amount > 500 or reason == "ordered by mistake". Empty: any.',  # noqa: E501
     )
     min_uncertainty = models.FloatField(
         null=True, blank=True, help_text="Matches when the proposal's uncertainty score is above this."
@@ -193,6 +193,12 @@ class RiskPolicy(models.Model):
     model_tier = models.CharField(max_length=4, choices=Tier.choices, blank=True, default="")
     match_pii = models.BooleanField(default=False, help_text="Matches only when the arguments hold PII.")
     decision = models.CharField(max_length=16, choices=Decision.choices)
+    adjudicator_tier = models.CharField(
+        max_length=4,
+        choices=[("slm", "small model (Gemma-3-270M by default)"), ("llm", "large model")],
+        default="slm",
+        help_text="Which tier's adjudication model checks proposals under this policy.",
+    )
     on_adjudicator_approve = models.CharField(
         max_length=8, choices=AdjudicatorApprove.choices, default=AdjudicatorApprove.RELEASE
     )
@@ -273,6 +279,9 @@ class Approval(models.Model):
         ordering = ["created_at", "pk"]
         constraints = [models.UniqueConstraint(fields=["item", "reviewer"], name="one_approval_per_reviewer")]
 
+    def __str__(self) -> str:
+        return f"{self.reviewer_id} approved item {self.item_id}"
+
 
 class AuditEvent(models.Model):
     """The append-only, hash-chained record of every decision and state change a human made.
@@ -331,6 +340,9 @@ class WebhookDelivery(models.Model):
             models.UniqueConstraint(fields=["request", "event", "url"], name="one_delivery_per_event"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.event} to {self.url} ({self.status})"
+
 
 class ReviewerPresence(models.Model):
     """A reviewer's open queue page (one row per WebSocket), for on-call alerting."""
@@ -338,6 +350,9 @@ class ReviewerPresence(models.Model):
     channel_name = models.CharField(max_length=255, unique=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     connected_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.channel_name}"
 
 
 class GoldenTrace(models.Model):

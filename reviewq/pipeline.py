@@ -21,9 +21,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from reviewq import live
+from reviewq import alerts, audit, live
+from reviewq.adjudication import adjudicate
 from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy, ToolSpec
-from reviewq.policies import PolicyDecision, decide_action
+from reviewq.policies import PolicyDecision, calls_of, decide_action
 from reviewq.transitions import move_request
 from router.backends.base import BackendError, Generation
 from router.backends.registry import get_backend
@@ -78,6 +79,7 @@ class Outcome:
     trigger: str = ""
     failure: str = ""
     attempts: list[Attempt] = field(default_factory=list)
+    uncertainty: float | None = None
 
 
 def run_pipeline(request_id: Any) -> None:
@@ -97,7 +99,7 @@ def run_pipeline(request_id: Any) -> None:
     config = EscalationPolicy.for_task(task.task_type)
     outcome = _propose_with_slm(request, task, config)
     if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
-        decision = _decide(outcome.action)
+        decision = _decide(request, outcome)
         if decision.policy is not None and decision.policy.requires_llm:
             outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
             outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
@@ -207,6 +209,8 @@ def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy
         )
         if not trigger:
             outcome.action = action
+            scores = uncertainty_from_logprobs(generation.decision_logprobs)
+            outcome.uncertainty = scores["score"] if scores else None
             return outcome
         if trigger == Trigger.UNCERTAINTY:
             # A retry of a greedy decoder with no new information gives the same answer: climb.
@@ -360,9 +364,13 @@ def _record_failure(request: Request, spec: ModelSpec, purpose: str, attempt: in
     )
 
 
-def _decide(action: dict[str, Any]) -> PolicyDecision:
+def _decide(request: Request, outcome: Outcome) -> PolicyDecision:
+    action = outcome.action
+    assert action is not None
     if action["type"] == "tool_calls":
-        return decide_action([call["name"] for call in action["tool_calls"]])
+        return decide_action(
+            calls_of(action, request.tools, uncertainty=outcome.uncertainty, tier=outcome.tier)
+        )
     # A reply, an extraction or a label changes nothing outside the conversation.
     return PolicyDecision(RiskPolicy.Decision.AUTO, f"a {action['type']} answer has no side effects")
 
@@ -378,25 +386,21 @@ def _pii_in(action: dict[str, Any]) -> list[PIIFinding]:
 
 
 def _apply_policy(request: Request, outcome: Outcome) -> None:
-    assert outcome.action is not None
-    decision = _decide(outcome.action)
+    action = outcome.action
+    assert action is not None
+    decision = _decide(request, outcome)
     trail = {
         "by": "policy",
         **decision.as_dict(),
         "model": outcome.model,
         "tier": outcome.tier,
+        "uncertainty": outcome.uncertainty,
         "escalation_trigger": outcome.trigger or None,
         # Kinds and places only: the values stay in the action, not copied into more records.
-        "pii_found": [{"kind": f.kind, "path": f.path} for f in _pii_in(outcome.action)],
+        "pii_found": [{"kind": f.kind, "path": f.path} for f in _pii_in(action)],
     }
     if decision.decision == RiskPolicy.Decision.AUTO:
-        move_request(
-            request.id,
-            from_statuses=[RequestStatus.VALIDATING],
-            to_status=RequestStatus.RELEASED,
-            action=outcome.action,
-            decision=trail,
-        )
+        _release(request, RequestStatus.VALIDATING, action, trail)
     elif decision.decision == RiskPolicy.Decision.BLOCK:
         move_request(
             request.id,
@@ -404,11 +408,50 @@ def _apply_policy(request: Request, outcome: Outcome) -> None:
             to_status=RequestStatus.DENIED,
             decision=trail,
         )
+    elif decision.decision == RiskPolicy.Decision.ADJUDICATE:
+        _adjudicate(request, action, decision, trail)
     else:
-        reason = decision.reason
-        if decision.decision == RiskPolicy.Decision.ADJUDICATE:
-            reason += "; no adjudicator is configured, so a human decides"
-        _hold(request, reason=reason, decision=decision, trail=trail)
+        _hold(request, reason=decision.reason, decision=decision, trail=trail)
+
+
+def _release(request: Request, from_status: str, action: dict[str, Any], trail: dict[str, Any]) -> None:
+    move_request(
+        request.id,
+        from_statuses=[from_status],
+        to_status=RequestStatus.RELEASED,
+        action=action,
+        decision=trail,
+    )
+
+
+def _adjudicate(
+    request: Request, action: dict[str, Any], decision: PolicyDecision, trail: dict[str, Any]
+) -> None:
+    """Two-stage verification: the policy decides what each of the second model's verdicts leads to."""
+    policy = decision.policy
+    assert policy is not None
+    if not move_request(
+        request.id, from_statuses=[RequestStatus.VALIDATING], to_status=RequestStatus.ADJUDICATING
+    ):
+        return
+    verdict = adjudicate(request, action, policy_reason=decision.reason, tier=policy.adjudicator_tier)
+    trail = {**trail, "adjudication": verdict.as_dict()}
+    if (
+        verdict.verdict == "approve"
+        and policy.on_adjudicator_approve == RiskPolicy.AdjudicatorApprove.RELEASE
+    ):
+        _release(request, RequestStatus.ADJUDICATING, action, {**trail, "decision": "adjudicated"})
+    elif verdict.verdict == "reject" and policy.on_adjudicator_reject == RiskPolicy.AdjudicatorReject.DENY:
+        move_request(
+            request.id,
+            from_statuses=[RequestStatus.ADJUDICATING],
+            to_status=RequestStatus.DENIED,
+            decision={**trail, "decision": "adjudicated"},
+        )
+    else:
+        judge = verdict.model or "none"
+        reason = f"{decision.reason}; the adjudicator ({judge}) said {verdict.verdict}: {verdict.reason}"
+        _hold(request, reason=reason, decision=decision, trail=trail, adjudication=verdict.as_dict())
 
 
 def _hold(
@@ -417,6 +460,7 @@ def _hold(
     reason: str,
     decision: PolicyDecision | None = None,
     trail: dict[str, Any] | None = None,
+    adjudication: dict[str, Any] | None = None,
 ) -> None:
     """Puts the request in front of a human, with the reason it was held."""
     if not reason:
@@ -437,6 +481,7 @@ def _hold(
                 RequestStatus.PROPOSING,
                 RequestStatus.ESCALATED,
                 RequestStatus.VALIDATING,
+                RequestStatus.ADJUDICATING,
             ],
             to_status=RequestStatus.AWAITING_REVIEW,
             decision=trail,
@@ -447,8 +492,14 @@ def _hold(
             policy=policy,
             hold_reason=reason,
             risk_tags=decision.risk_tags if decision else [],
+            reviewer_group=policy.reviewer_group if policy else None,
+            required_approvals=max(1, policy.required_approvals) if policy else 1,
+            action_under_review=request.proposal,
+            adjudication=adjudication,
             sla_due_at=now + timedelta(seconds=sla),
             expires_at=now + timedelta(seconds=expiry),
         )
+        audit.record(kind="hold", actor="system", request_id=request.id, item_id=item.id, reason=reason)
         transaction.on_commit(lambda: live.push_item_added(item))
+        transaction.on_commit(lambda: alerts.page_if_nobody_watching(item.id))
     logger.info("request %s held for review: %s", request.id, reason)

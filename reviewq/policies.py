@@ -1,7 +1,12 @@
 """Risk policies: deterministic code, configured in admin, that decides an action's fate.
 
 Rules that no configuration can loosen:
-- a tool ops do not know (no enabled ToolSpec) is held for a human: it may have side effects;
+- a tool ops have not registered (no enabled ToolSpec) is held for a human: it may have effects;
+- the agent's own description of a tool can add risk tags, never remove them;
+- nothing the model says is an input: risk comes from the tool, its arguments and measured
+  uncertainty, so a prompt injection cannot talk an action into release;
+- payments, PII changes and destructive actions are released automatically only by a bounded
+  policy: one that names the tool or the risk tag and carries an argument condition;
 - when no policy matches, the action is held (fail closed);
 - a plan of several calls gets the strictest decision of its calls.
 """
@@ -9,11 +14,15 @@ Rules that no configuration can loosen:
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from reviewq.models import RiskPolicy, ToolSpec
+from router.conditions import evaluate_condition
+from router.pii import find_pii
 
+RISKY_TAGS = frozenset({"payment", "pii", "destructive"})
 # Strictest last: the plan's decision is the max over its calls.
 _STRICTNESS = {
     RiskPolicy.Decision.AUTO: 0,
@@ -21,6 +30,29 @@ _STRICTNESS = {
     RiskPolicy.Decision.HUMAN: 2,
     RiskPolicy.Decision.BLOCK: 3,
 }
+# Words in an agent's tool description that reveal a risk ops may not have tagged.
+_DESCRIPTION_TAGS = [
+    (
+        "payment",
+        re.compile(
+            r"\b(refund|pay|payment|charge|purchase|transfer (?:money|funds)|invoice|billing)\w*", re.I
+        ),
+    ),
+    ("destructive", re.compile(r"\b(delet|remov|cancel|destroy|drop|wipe|terminat|revok)\w*", re.I)),
+    ("pii", re.compile(r"\b(address|phone|e-?mail|birth|passport|ssn|social security|personal)\w*", re.I)),
+    ("external_comm", re.compile(r"\b(send|email|sms|message|notify|post to|transfer to)\b", re.I)),
+]
+
+
+@dataclass
+class CallContext:
+    """What a policy may look at for one proposed call: never the model's own claims."""
+
+    name: str
+    arguments: dict[str, Any]
+    uncertainty: float | None = None
+    tier: str = ""
+    agent_description: str = ""
 
 
 @dataclass
@@ -29,6 +61,7 @@ class PolicyDecision:
     reason: str
     policy: RiskPolicy | None = None
     risk_tags: list[str] = field(default_factory=list)
+    pii_kinds: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,39 +72,154 @@ class PolicyDecision:
         }
 
 
-def _policy_matches(policy: RiskPolicy, tool_name: str, tags: list[str]) -> bool:
-    if not fnmatch.fnmatchcase(tool_name, policy.tool_pattern or "*"):
-        return False
-    return not policy.match_tags or bool(set(policy.match_tags) & set(tags))
+def description_tags(description: str) -> set[str]:
+    """Risk tags an agent's own tool description reveals (they only ever add to ops' tags)."""
+    return {tag for tag, pattern in _DESCRIPTION_TAGS if pattern.search(description or "")}
 
 
-def decide_call(tool_name: str, *, policies: list[RiskPolicy], tools: dict[str, ToolSpec]) -> PolicyDecision:
+def policy_matches(policy: RiskPolicy, call: CallContext, tags: set[str], pii_kinds: list[str]) -> str | None:
+    """Why ``policy`` matches ``call``, or None if it does not."""
+    if not fnmatch.fnmatchcase(call.name, policy.tool_pattern or "*"):
+        return None
+    why = [f"tool {call.name!r} matches {policy.tool_pattern or '*'!r}"]
+    if policy.match_tags:
+        shared = set(policy.match_tags) & tags
+        if not shared:
+            return None
+        why.append(f"tags {', '.join(sorted(shared))}")
+    if policy.condition:
+        if not evaluate_condition(policy.condition, call.arguments):
+            return None
+        why.append(f"condition {policy.condition!r} holds")
+    if policy.min_uncertainty is not None:
+        if call.uncertainty is None or call.uncertainty <= policy.min_uncertainty:
+            return None
+        why.append(f"uncertainty {call.uncertainty:.3f} > {policy.min_uncertainty}")
+    if policy.model_tier:
+        if call.tier != policy.model_tier:
+            return None
+        why.append(f"proposed by the {call.tier} tier")
+    if policy.match_pii:
+        if not pii_kinds:
+            return None
+        why.append(f"PII in the arguments ({', '.join(sorted(set(pii_kinds)))})")
+    return "; ".join(why)
+
+
+def is_bounded_release(policy: RiskPolicy, tags: set[str]) -> bool:
+    """An auto policy may release a risky call only if it is about that risk and limited by a condition."""
+    risky = tags & RISKY_TAGS
+    if not risky:
+        return True
+    names_it = "*" not in policy.tool_pattern and "?" not in policy.tool_pattern
+    about_the_risk = bool(set(policy.match_tags) & risky)
+    return bool(policy.condition) and (names_it or about_the_risk)
+
+
+def decide_call(
+    call: CallContext, *, policies: list[RiskPolicy], tools: dict[str, ToolSpec]
+) -> PolicyDecision:
     """The decision for one tool call."""
-    tool = tools.get(tool_name)
+    pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
+    tool = tools.get(call.name)
+    inferred = description_tags(call.agent_description)
     if tool is None:
         return PolicyDecision(
             RiskPolicy.Decision.HUMAN,
-            f"{tool_name!r} is not a tool ops have registered; it may have side effects",
+            f"{call.name!r} is not a tool ops have registered; it may have side effects",
+            risk_tags=sorted(inferred),
+            pii_kinds=pii_kinds,
         )
-    tags = list(tool.risk_tags or [])
+    tags = set(tool.risk_tags or []) | inferred
+    added = inferred - set(tool.risk_tags or [])
     for policy in policies:
-        if _policy_matches(policy, tool_name, tags):
-            why = f"policy {policy.name!r} matched {tool_name!r}"
-            if policy.match_tags:
-                why += f" (tags {', '.join(sorted(set(policy.match_tags) & set(tags)))})"
-            return PolicyDecision(policy.decision, why, policy, tags)
+        why = policy_matches(policy, call, tags, pii_kinds)
+        if why is None:
+            continue
+        reason = f"policy {policy.name!r} matched: {why}"
+        if added:
+            reason += f" (the agent's description adds {', '.join(sorted(added))})"
+        decision = policy.decision
+        if decision == RiskPolicy.Decision.AUTO and not is_bounded_release(policy, tags):
+            decision = RiskPolicy.Decision.HUMAN
+            reason += (
+                f"; held: {', '.join(sorted(tags & RISKY_TAGS))} actions are released automatically only by "
+                "a policy that names the tool or tag and carries a condition"
+            )
+        return PolicyDecision(decision, reason, policy, sorted(tags), pii_kinds)
     return PolicyDecision(
-        RiskPolicy.Decision.HUMAN, f"no policy matched {tool_name!r}; held by default", None, tags
+        RiskPolicy.Decision.HUMAN,
+        f"no policy matched {call.name!r}; held by default",
+        None,
+        sorted(tags),
+        pii_kinds,
     )
 
 
-def decide_action(tool_names: list[str]) -> PolicyDecision:
+def decide_action(calls: list[CallContext]) -> PolicyDecision:
     """The decision for a proposed plan: the strictest decision among its calls."""
     policies = list(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id"))
-    tools = {tool.name: tool for tool in ToolSpec.objects.filter(enabled=True, name__in=tool_names)}
-    decisions = [decide_call(name, policies=policies, tools=tools) for name in tool_names]
+    names = [call.name for call in calls]
+    tools = {tool.name: tool for tool in ToolSpec.objects.filter(enabled=True, name__in=names)}
+    decisions = [decide_call(call, policies=policies, tools=tools) for call in calls]
     if not decisions:
         return PolicyDecision(RiskPolicy.Decision.HUMAN, "the proposal holds no action")
     strictest = max(decisions, key=lambda d: _STRICTNESS[RiskPolicy.Decision(d.decision)])
     strictest.risk_tags = sorted({tag for d in decisions for tag in d.risk_tags})
+    strictest.pii_kinds = sorted({kind for d in decisions for kind in d.pii_kinds})
     return strictest
+
+
+def calls_of(
+    action: dict[str, Any], tools: list[dict[str, Any]], *, uncertainty: float | None = None, tier: str = ""
+) -> list[CallContext]:
+    """The policy inputs for each call of a tool_calls action."""
+    descriptions = {tool["function"]["name"]: tool["function"].get("description", "") for tool in tools}
+    return [
+        CallContext(
+            name=call["name"],
+            arguments=call.get("arguments") or {},
+            uncertainty=uncertainty,
+            tier=tier,
+            agent_description=descriptions.get(call["name"], ""),
+        )
+        for call in action.get("tool_calls", [])
+    ]
+
+
+def preview_policies(text: str, *, uncertainty: float | None = None, tier: str = "slm") -> dict[str, Any]:
+    """For the admin preview: the decision on a pasted action, and each policy's verdict on each call."""
+    import json
+
+    from reviewq.errors import ApplicationError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ApplicationError("invalid_preview", f"not valid JSON: {exc.msg}") from None
+    if isinstance(value, dict) and "tool_calls" in value:
+        value = value["tool_calls"]
+    calls = value if isinstance(value, list) else [value]
+    if not all(isinstance(call, dict) and isinstance(call.get("name"), str) for call in calls):
+        raise ApplicationError("invalid_preview", 'each call needs a "name" and "arguments"')
+    contexts = [
+        CallContext(
+            name=call["name"], arguments=call.get("arguments") or {}, uncertainty=uncertainty, tier=tier
+        )
+        for call in calls
+    ]
+    policies = list(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id"))
+    tools = {
+        tool.name: tool for tool in ToolSpec.objects.filter(name__in=[c.name for c in contexts], enabled=True)
+    }
+    rows = []
+    for call in contexts:
+        tool = tools.get(call.name)
+        tags = set(tool.risk_tags or []) if tool else set()
+        pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
+        for policy in policies:
+            why = policy_matches(policy, call, tags, pii_kinds)
+            rows.append(
+                {"call": call.name, "policy": policy, "matches": why is not None, "why": why or "no match"}
+            )
+    return {"decision": decide_action(contexts), "rows": rows}

@@ -43,9 +43,29 @@ async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: i
         delay = min(delay * 1.5, 0.1)
 
 
-def review_items_pending() -> QuerySet[ReviewItem]:
-    return (
+def review_items_pending(*, tag: str = "", group: str = "") -> QuerySet[ReviewItem]:
+    """Pending items, most urgent first; optionally only those with a risk tag or for a group."""
+    items = (
         ReviewItem.objects.filter(status=ReviewItem.Status.PENDING)
-        .select_related("request", "request__agent_key", "policy")
+        .select_related("request", "request__agent_key", "policy", "claimed_by", "reviewer_group")
         .order_by("sla_due_at", "created_at")
     )
+    if group:
+        items = items.filter(reviewer_group__name=group)
+    if tag:
+        # Risk tags are a short JSON list; filter in Python so SQLite and PostgreSQL agree.
+        ids = [item_id for item_id, tags in items.values_list("id", "risk_tags") if tag in (tags or [])]
+        items = items.filter(id__in=ids)
+    return items
+
+
+def review_item_neighbours(item: ReviewItem) -> dict[str, int | None]:
+    """The pending items before and after ``item`` in queue order, for j / k."""
+    ids = list(review_items_pending().values_list("id", flat=True))
+    if item.id not in ids:
+        return {"previous": None, "next": ids[0] if ids else None}
+    index = ids.index(item.id)
+    return {
+        "previous": ids[index - 1] if index > 0 else None,
+        "next": ids[index + 1] if index + 1 < len(ids) else None,
+    }

@@ -14,12 +14,13 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from reviewq import live
+from reviewq import audit, live
 from reviewq.dispatch import enqueue_pipeline
 from reviewq.errors import ApplicationError
 from reviewq.models import (
     WORKING_STATUSES,
     AgentKey,
+    Approval,
     GoldenTrace,
     Request,
     RequestStatus,
@@ -27,7 +28,7 @@ from reviewq.models import (
 )
 from reviewq.pipeline import task_spec_for
 from reviewq.transitions import move_request
-from router.prompts import check_response_schema, new_action_id, new_call_id
+from router.prompts import check_response_schema, tool_calls_action
 from router.schemas import tool_function
 from router.validators import check_tool_schema, validate_tool_call
 
@@ -49,7 +50,12 @@ def agent_key_create(
     """A new API key. Returns the row and the raw key, which is shown once and never stored."""
     raw_key = AGENT_KEY_PREFIX + secrets.token_urlsafe(32)
     key = AgentKey.objects.create(
-        name=name, scope=scope, prefix=raw_key[:10], key_hash=_hash_key(raw_key), owner=owner
+        name=name,
+        scope=scope,
+        prefix=raw_key[:10],
+        key_hash=_hash_key(raw_key),
+        owner=owner,
+        webhook_secret=secrets.token_hex(32),
     )
     return key, raw_key
 
@@ -195,6 +201,7 @@ def _expire_item(item_id: int) -> bool:
             to_status=RequestStatus.EXPIRED,
             decision={"by": "expiry", "decision": "expire", "reason": "nobody decided before it expired"},
         )
+        audit.record(kind="expire", actor="system", request_id=item.request_id, item_id=item.id)
         transaction.on_commit(lambda: live.push_item_removed(item))
     return True
 
@@ -202,121 +209,219 @@ def _expire_item(item_id: int) -> bool:
 # --- Human decisions ---
 
 
-def _decide(
-    *,
-    item_id: int,
-    reviewer: User,
-    decision: str,
-    reason: str = "",
-    final_action: dict[str, Any] | None = None,
-) -> ReviewItem:
+def _locked_item(item_id: int) -> ReviewItem:
+    try:
+        return ReviewItem.objects.select_for_update().select_related("request__agent_key").get(id=item_id)
+    except ReviewItem.DoesNotExist:
+        raise ApplicationError("not_found", f"review item {item_id} does not exist", status=404) from None
+
+
+def _check_may_decide(item: ReviewItem, reviewer: User, now: Any) -> None:
+    """Separation of duties, expiry, finality and claims, in that order."""
+    if item.request.agent_key.owner_id is not None and item.request.agent_key.owner_id == reviewer.pk:
+        raise ApplicationError(
+            "own_request", "you raised this request, so someone else must decide on it", status=403
+        )
+    if item.reviewer_group_id and not reviewer.is_superuser:
+        if not reviewer.groups.filter(id=item.reviewer_group_id).exists():
+            raise ApplicationError("wrong_group", "this item is for another reviewer group", status=403)
+    if item.status == ReviewItem.Status.EXPIRED or (
+        item.status == ReviewItem.Status.PENDING and item.expires_at <= now
+    ):
+        raise ApplicationError("expired", "this item expired before the decision", status=410)
+    if item.status != ReviewItem.Status.PENDING:
+        raise ApplicationError("already_decided", f"this item was already {item.status}", status=409)
+    if (
+        item.claimed_by_id
+        and item.claimed_by_id != reviewer.pk
+        and item.claim_expires_at
+        and item.claim_expires_at > now
+    ):
+        raise ApplicationError(
+            "claimed",
+            f"{item.claimed_by} is working on this item until {item.claim_expires_at:%H:%M:%S}",
+            status=409,
+        )
+
+
+def review_claim(*, item_id: int, reviewer: User) -> ReviewItem:
+    """Marks the item as being worked on by ``reviewer`` for a while, so others leave it alone."""
     now = timezone.now()
     with transaction.atomic():
-        try:
-            item = ReviewItem.objects.select_for_update().select_related("request__agent_key").get(id=item_id)
-        except ReviewItem.DoesNotExist:
-            raise ApplicationError("not_found", f"review item {item_id} does not exist", status=404) from None
-        request = item.request
-        if request.agent_key.owner_id is not None and request.agent_key.owner_id == reviewer.pk:
-            raise ApplicationError(
-                "own_request", "you raised this request, so someone else must decide on it", status=403
-            )
-        if item.status == ReviewItem.Status.EXPIRED or (
-            item.status == ReviewItem.Status.PENDING and item.expires_at <= now
-        ):
-            raise ApplicationError("expired", "this item expired before the decision", status=410)
-        if item.status != ReviewItem.Status.PENDING:
-            raise ApplicationError("already_decided", f"this item was already {item.status}", status=409)
-
-        item_status = {
-            GoldenTrace.Decision.APPROVE: ReviewItem.Status.APPROVED,
-            GoldenTrace.Decision.EDIT: ReviewItem.Status.EDITED,
-            GoldenTrace.Decision.DENY: ReviewItem.Status.DENIED,
-        }[GoldenTrace.Decision(decision)]
-        ReviewItem.objects.filter(id=item.id, status=ReviewItem.Status.PENDING).update(
-            status=item_status, decided_by=reviewer, decided_at=now, decision_reason=reason
+        item = _locked_item(item_id)
+        _check_may_decide(item, reviewer, now)
+        ReviewItem.objects.filter(id=item.id).update(
+            claimed_by=reviewer, claim_expires_at=now + timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
         )
-        trail = {
-            "by": "reviewer",
-            "reviewer": reviewer.get_username(),
-            "decision": decision,
-            "reason": reason,
-            "policy": (request.decision or {}).get("policy"),
-            "hold_reason": item.hold_reason,
-        }
-        released = decision != GoldenTrace.Decision.DENY
-        moved = move_request(
-            request.id,
-            from_statuses=[RequestStatus.AWAITING_REVIEW],
-            to_status=RequestStatus.RELEASED if released else RequestStatus.DENIED,
-            action=final_action if released else None,
-            decision=trail,
-        )
-        if not moved:
-            # The row lock makes this unreachable unless the request was changed by hand.
-            raise ApplicationError("conflict", "the request is no longer awaiting review", status=409)
-        GoldenTrace.objects.create(
-            request=request,
-            review_item=item,
-            context={"messages": request.messages, "tools": request.tools},
-            proposal=request.proposal,
-            final_action=final_action if released else None,
-            decision=decision,
-            reason=reason,
-            reviewer=reviewer,
-            time_to_decision_ms=int((now - item.created_at).total_seconds() * 1000),
-        )
+        audit.record(kind="claim", actor=reviewer.get_username(), request_id=item.request_id, item_id=item.id)
         item.refresh_from_db()
-        transaction.on_commit(lambda: live.push_item_removed(item))
+        transaction.on_commit(lambda: live.push_item_changed(item))
     return item
 
 
+def review_release_claim(*, item_id: int, reviewer: User) -> None:
+    ReviewItem.objects.filter(id=item_id, claimed_by=reviewer).update(claimed_by=None, claim_expires_at=None)
+    item = ReviewItem.objects.filter(id=item_id).select_related("request__agent_key").first()
+    if item is not None:
+        live.push_item_changed(item)
+
+
 def review_approve(*, item_id: int, reviewer: User) -> ReviewItem:
-    """Releases the proposed action as it stands."""
-    proposal = ReviewItem.objects.filter(id=item_id).values_list("request__proposal", flat=True).first()
-    if proposal is None:
-        raise ApplicationError(
-            "no_proposal", "there is no valid proposal to approve; edit or deny it", status=409
+    """Approves the action under review; it is released once enough reviewers approved it.
+
+    With a four-eyes policy the first approval is recorded and the item stays pending until a
+    second, different reviewer approves the same action.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        _check_may_decide(item, reviewer, now)
+        if item.action_under_review is None:
+            raise ApplicationError(
+                "no_proposal", "there is no valid proposal to approve; edit or deny it", status=409
+            )
+        if item.approvals.filter(reviewer=reviewer).exists():
+            raise ApplicationError(
+                "already_approved", "you already approved this; another reviewer must approve too", status=409
+            )
+        Approval.objects.create(item=item, reviewer=reviewer, action=item.action_under_review)
+        audit.record(
+            kind="approve",
+            actor=reviewer.get_username(),
+            request_id=item.request_id,
+            item_id=item.id,
+            action=item.action_under_review,
         )
-    return _decide(
-        item_id=item_id, reviewer=reviewer, decision=GoldenTrace.Decision.APPROVE, final_action=proposal
-    )
+        return _finish_if_approved(item, now)
 
 
 def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]]) -> ReviewItem:
-    """Releases the reviewer's version of the action, once it passes the same validators."""
-    item = ReviewItem.objects.select_related("request").filter(id=item_id).first()
-    if item is None:
-        raise ApplicationError("not_found", f"review item {item_id} does not exist", status=404)
-    if not tool_calls:
-        raise ApplicationError("invalid_edit", "an edited action needs at least one tool call")
-    # Schema and business rules, not grounding: a reviewer's value is evidence in itself.
-    rules = task_spec_for(item.request).rules
-    for index, call in enumerate(tool_calls):
-        issues = validate_tool_call(call, item.request.tools, rules=rules)
-        if issues:
-            raise ApplicationError(
-                "invalid_edit",
-                f"tool call {index}: " + "; ".join(str(issue) for issue in issues),
-                extra={"errors": [issue.as_dict() for issue in issues]},
-            )
-    action = {
-        "id": new_action_id(),
-        "type": "tool_calls",
-        "tool_calls": [
-            {"id": new_call_id(), "name": call["name"], "arguments": call.get("arguments", {})}
-            for call in tool_calls
-        ],
-    }
-    return _decide(
-        item_id=item_id, reviewer=reviewer, decision=GoldenTrace.Decision.EDIT, final_action=action
-    )
+    """Replaces the action under review with the reviewer's version, once it passes the validators.
+
+    The editor's own approval counts for the edited action; earlier approvals were for another
+    action and no longer count.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        _check_may_decide(item, reviewer, now)
+        if not tool_calls:
+            raise ApplicationError("invalid_edit", "an edited action needs at least one tool call")
+        # Schema and business rules, not grounding: a reviewer's value is evidence in itself.
+        rules = task_spec_for(item.request).rules
+        for index, call in enumerate(tool_calls):
+            issues = validate_tool_call(call, item.request.tools, rules=rules)
+            if issues:
+                raise ApplicationError(
+                    "invalid_edit",
+                    f"tool call {index}: " + "; ".join(str(issue) for issue in issues),
+                    extra={"errors": [issue.as_dict() for issue in issues]},
+                )
+        action = tool_calls_action(tool_calls)
+        if item.action_under_review:
+            action["id"] = item.action_under_review["id"]  # the agent's idempotency key stays stable
+        ReviewItem.objects.filter(id=item.id).update(action_under_review=action)
+        item.action_under_review = action
+        item.approvals.all().delete()
+        Approval.objects.create(item=item, reviewer=reviewer, action=action)
+        audit.record(
+            kind="edit",
+            actor=reviewer.get_username(),
+            request_id=item.request_id,
+            item_id=item.id,
+            action=action,
+        )
+        return _finish_if_approved(item, now)
 
 
 def review_deny(*, item_id: int, reviewer: User, reason: str) -> ReviewItem:
     """Denies the action. A reason is required: it is what the next model learns from."""
     if not reason.strip():
         raise ApplicationError("reason_required", "a denial needs a reason")
-    return _decide(
-        item_id=item_id, reviewer=reviewer, decision=GoldenTrace.Decision.DENY, reason=reason.strip()
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        _check_may_decide(item, reviewer, now)
+        return _finish(item, reviewer, now, decision=GoldenTrace.Decision.DENY, reason=reason.strip())
+
+
+def _finish_if_approved(item: ReviewItem, now: Any) -> ReviewItem:
+    approvals = list(item.approvals.select_related("reviewer"))
+    if len(approvals) < item.required_approvals:
+        item.refresh_from_db()
+        transaction.on_commit(lambda: live.push_item_changed(item))
+        return item
+    edited = item.action_under_review != item.request.proposal
+    return _finish(
+        item,
+        approvals[-1].reviewer,
+        now,
+        decision=GoldenTrace.Decision.EDIT if edited else GoldenTrace.Decision.APPROVE,
+        approvers=[a.reviewer.get_username() for a in approvals],
     )
+
+
+def _finish(
+    item: ReviewItem,
+    reviewer: User,
+    now: Any,
+    *,
+    decision: str,
+    reason: str = "",
+    approvers: list[str] | None = None,
+) -> ReviewItem:
+    """Releases or denies the request, with its golden trace and audit entry, in one transaction."""
+    request = item.request
+    released = decision != GoldenTrace.Decision.DENY
+    final_action = item.action_under_review if released else None
+    item_status = {
+        GoldenTrace.Decision.APPROVE: ReviewItem.Status.APPROVED,
+        GoldenTrace.Decision.EDIT: ReviewItem.Status.EDITED,
+        GoldenTrace.Decision.DENY: ReviewItem.Status.DENIED,
+    }[GoldenTrace.Decision(decision)]
+    ReviewItem.objects.filter(id=item.id, status=ReviewItem.Status.PENDING).update(
+        status=item_status, decided_by=reviewer, decided_at=now, decision_reason=reason
+    )
+    trail = {
+        "by": "reviewer",
+        "reviewer": reviewer.get_username(),
+        "approvers": approvers or [],
+        "decision": decision,
+        "reason": reason,
+        "policy": (request.decision or {}).get("policy"),
+        "hold_reason": item.hold_reason,
+        "adjudication": item.adjudication,
+    }
+    moved = move_request(
+        request.id,
+        from_statuses=[RequestStatus.AWAITING_REVIEW],
+        to_status=RequestStatus.RELEASED if released else RequestStatus.DENIED,
+        action=final_action,
+        decision=trail,
+    )
+    if not moved:
+        # The row lock makes this unreachable unless the request was changed by hand.
+        raise ApplicationError("conflict", "the request is no longer awaiting review", status=409)
+    GoldenTrace.objects.create(
+        request=request,
+        review_item=item,
+        context={"messages": request.messages, "tools": request.tools},
+        proposal=request.proposal,
+        final_action=final_action,
+        decision=decision,
+        reason=reason,
+        reviewer=reviewer,
+        time_to_decision_ms=int((now - item.created_at).total_seconds() * 1000),
+    )
+    audit.record(
+        kind=f"decision.{decision}",
+        actor=reviewer.get_username(),
+        request_id=request.id,
+        item_id=item.id,
+        action=final_action,
+        reason=reason,
+        approvers=approvers or [],
+    )
+    item.refresh_from_db()
+    transaction.on_commit(lambda: live.push_item_removed(item))
+    return item

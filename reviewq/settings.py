@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "telemetry.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,7 +98,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-reviewq.sqlite3")}
+    # A file, not memory, so test servers and workers in other processes see the same data; one per
+    # test process, so parallel runs do not collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-reviewq-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -121,8 +124,9 @@ LOGIN_REDIRECT_URL = "/review/"
 
 # --- Services: Redis switches Celery and the channel layer from embedded to distributed. ---
 REDIS_URL = os.getenv("REDIS_URL", "")
-# In the embedded mode the pipeline runs in a thread pool inside the web process.
-EMBEDDED_WORKER = not REDIS_URL
+# In the embedded mode the pipeline runs in a thread pool inside the web process. It is the default
+# without Redis; with Redis, Celery workers do the work unless this is forced on.
+EMBEDDED_WORKER = envbool("REVIEWQ_EMBEDDED_WORKER", "false" if REDIS_URL else "true")
 EMBEDDED_WORKER_THREADS = envint("EMBEDDED_WORKER_THREADS", "1")
 
 if REDIS_URL:
@@ -146,7 +150,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "300")}
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-requests": {"task": "reviewq.tasks.sweep_stuck_requests", "schedule": 15.0},
-    "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 5.0},
+    "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 1.0},
+    "deliver-due-webhooks": {"task": "reviewq.tasks.deliver_due_webhooks", "schedule": 2.0},
 }
 
 # --- Pipeline ---
@@ -154,6 +159,11 @@ CELERY_BEAT_SCHEDULE = {
 PIPELINE_LEASE_SECONDS = envint("PIPELINE_LEASE_SECONDS", "180")
 # How many times the SLM may retry with its validation errors before the request is held.
 PIPELINE_MAX_SLM_RETRIES = envint("PIPELINE_MAX_SLM_RETRIES", "1")
+# Webhooks (agents' callbacks, on-call pages): per-attempt timeout; backoff is 1, 2, 4 … s times the scale.
+WEBHOOK_TIMEOUT_S = envfloat("WEBHOOK_TIMEOUT_S", "5")
+WEBHOOK_BACKOFF_SCALE = envfloat("WEBHOOK_BACKOFF_SCALE", "1")
+# A reviewer's claim on an item lapses after this long, so an abandoned item returns to the queue.
+REVIEW_CLAIM_SECONDS = envint("REVIEW_CLAIM_SECONDS", "600")
 # Longest an agent may ask POST to wait for a final answer.
 MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
 # Default time a held item waits for a human before it expires (fails closed: denied).
@@ -164,6 +174,12 @@ REVIEWQ_MODEL_BACKEND = os.getenv("REVIEWQ_MODEL_BACKEND", "real")
 LLM_TIMEOUT_S = envfloat("LLM_TIMEOUT_S", "30")
 LLM_MAX_RETRIES = envint("LLM_MAX_RETRIES", "3")
 MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+
+# --- Telemetry ---
+# Model calls and finished requests older than this are deleted by `manage.py prune_telemetry`.
+TELEMETRY_RETENTION_DAYS = envint("TELEMETRY_RETENTION_DAYS", "90")
+# /metrics answers loopback and staff; other scrapers send "Authorization: Bearer <this>". Empty: none.
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 
 # --- Security ---
 SESSION_COOKIE_HTTPONLY = True
@@ -178,11 +194,23 @@ if not DEBUG and envbool("REVIEWQ_PRODUCTION", "False"):
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# LOG_FORMAT=json: one JSON object per line with the request id (CI, production); "plain" for humans.
+LOG_FORMAT = os.getenv("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "telemetry.logging.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "telemetry.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

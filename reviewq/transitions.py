@@ -30,4 +30,9 @@ def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: st
     updated = Request.objects.filter(id=request_id, status__in=list(from_statuses)).update(
         status=to_status, **fields
     )
+    if updated and to_status in FINAL_STATUSES:
+        from reviewq import webhooks
+
+        # The agent's callback is written in the same transaction as the final state.
+        webhooks.request_finished(request_id)
     return updated == 1

@@ -11,11 +11,16 @@ from ninja.errors import ValidationError as NinjaValidationError
 from reviewq import views
 from reviewq.api import router as requests_router
 from reviewq.errors import ApplicationError
+from reviewq.review_api import router as review_router
+from telemetry import views as telemetry_views
+from telemetry.api import router as traces_router
 
 api = NinjaAPI(
     title="reviewq", version="1", description="SLM-first gateway for AI-agent actions.", docs_url="/docs"
 )
 api.add_router("/", requests_router)
+api.add_router("/review", review_router)
+api.add_router("/traces", traces_router)
 
 
 @api.exception_handler(ApplicationError)
@@ -40,7 +45,10 @@ def on_validation_error(request: HttpRequest, exc: NinjaValidationError) -> Http
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return api.create_response(
         request,
-        {"code": "unauthorized", "message": "send a valid agent key as 'Authorization: Bearer <key>'"},
+        {
+            "code": "unauthorized",
+            "message": "send a valid key as 'Authorization: Bearer <key>' (reviewer endpoints: log in)",
+        },
         status=401,
     )
 
@@ -60,5 +68,9 @@ urlpatterns = [
     path("review/<int:item_id>/", views.item_detail, name="review_item"),
     path("review/<int:item_id>/approve", views.item_approve, name="review_approve"),
     path("review/<int:item_id>/deny", views.item_deny, name="review_deny"),
+    path("review/<int:item_id>/edit", views.item_edit, name="review_edit"),
+    path("review/<int:item_id>/claim", views.item_claim, name="review_claim"),
     path("healthz", views.healthz, name="healthz"),
+    path("dashboard/", include("telemetry.urls")),
+    path("metrics", telemetry_views.metrics, name="metrics"),
 ]

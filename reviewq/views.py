@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, user_passes_test
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,7 +16,8 @@ from django.views.decorators.http import require_POST
 
 from reviewq import selectors, services
 from reviewq.errors import ApplicationError
-from reviewq.models import ReviewItem
+from reviewq.forms import call_forms, parse_call_forms, parse_raw_calls
+from reviewq.models import ReviewItem, ToolSpec
 
 REVIEWERS_GROUP_NAME = "reviewers"
 
@@ -37,33 +39,75 @@ def _user(request: HttpRequest) -> User:
 @login_required
 @reviewer_required
 def queue(request: HttpRequest) -> HttpResponse:
-    return render(request, "review/queue.html", {"items": selectors.review_items_pending()})
+    tag, group = request.GET.get("tag", ""), request.GET.get("group", "")
+    context = {
+        "items": selectors.review_items_pending(tag=tag, group=group),
+        "tag": tag,
+        "group": group,
+        "tags": [choice.value for choice in ToolSpec.RiskTag],
+        "groups": Group.objects.order_by("name").values_list("name", flat=True),
+    }
+    return render(request, "review/queue.html", context)
 
 
 @login_required
 @reviewer_required
-def item_detail(request: HttpRequest, item_id: int) -> HttpResponse:
+def item_detail(
+    request: HttpRequest, item_id: int, *, edit_error: str = "", raw_json: str = ""
+) -> HttpResponse:
     item = get_object_or_404(
-        ReviewItem.objects.select_related("request", "policy", "decided_by", "request__agent_key"), id=item_id
+        ReviewItem.objects.select_related("request__agent_key", "policy", "decided_by", "claimed_by"),
+        id=item_id,
     )
+    action = item.action_under_review or {}
+    calls = action.get("tool_calls") or []
     context = {
         "item": item,
         "req": item.request,
         "model_calls": item.request.model_calls.all(),
-        "proposal_json": json.dumps(item.request.proposal, indent=2) if item.request.proposal else "",
+        "action_json": json.dumps(action, indent=2) if action else "",
+        "call_forms": call_forms(calls, item.request.tools),
+        "raw_json": raw_json
+        or json.dumps(
+            [{"name": c["name"], "arguments": c["arguments"]} for c in calls]
+            or [{"name": "", "arguments": {}}],
+            indent=2,
+        ),
+        "edit_error": edit_error,
+        "approvals": list(item.approvals.select_related("reviewer")),
         "own_request": item.request.agent_key.owner_id == request.user.pk,
+        "neighbours": selectors.review_item_neighbours(item),
+        "tool_names": [tool["function"]["name"] for tool in item.request.tools],
     }
+    # A refused edit re-renders the page with the error and what was typed, as a form view does.
     return render(request, "review/item.html", context)
 
 
-def _decision_response(request: HttpRequest, item_id: int, decide: Any) -> HttpResponse:
+def _decision_response(request: HttpRequest, item_id: int, decide: Callable[[], ReviewItem]) -> HttpResponse:
     try:
         item = decide()
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("review_item", item_id=item_id)
+    if item.status == ReviewItem.Status.PENDING:
+        messages.success(
+            request, f"Recorded. {item.approvals.count()} of {item.required_approvals} approvals."
+        )
+        return redirect("review_item", item_id=item_id)
     messages.success(request, f"Request {item.request_id} {item.status}.")
-    return redirect("review_queue")
+    following = selectors.review_items_pending().exclude(id=item.id).first()
+    return redirect("review_item", item_id=following.id) if following else redirect("review_queue")
+
+
+@require_POST
+@login_required
+@reviewer_required
+def item_claim(request: HttpRequest, item_id: int) -> HttpResponse:
+    try:
+        services.review_claim(item_id=item_id, reviewer=_user(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("review_item", item_id=item_id)
 
 
 @require_POST
@@ -85,6 +129,32 @@ def item_deny(request: HttpRequest, item_id: int) -> HttpResponse:
         item_id,
         lambda: services.review_deny(item_id=item_id, reviewer=_user(request), reason=reason),
     )
+
+
+@require_POST
+@login_required
+@reviewer_required
+def item_edit(request: HttpRequest, item_id: int) -> HttpResponse:
+    """Edit through the schema form, or the raw JSON editor when ``mode=json``."""
+    item = get_object_or_404(ReviewItem.objects.select_related("request"), id=item_id)
+    raw = request.POST.get("raw_json", "")
+    try:
+        if request.POST.get("mode") == "json":
+            calls = parse_raw_calls(raw)
+        else:
+            current = (item.action_under_review or {}).get("tool_calls") or []
+            calls = parse_call_forms(request.POST, current, item.request.tools)
+        updated = services.review_edit(item_id=item_id, reviewer=_user(request), tool_calls=calls)
+    except ApplicationError as exc:
+        # Re-render with the error and what was typed: nothing the reviewer entered is lost.
+        return item_detail(request, item_id, edit_error=exc.message, raw_json=raw)
+    if updated.status == ReviewItem.Status.PENDING:
+        messages.success(
+            request, f"Edit recorded. {updated.approvals.count()} of {updated.required_approvals} approvals."
+        )
+        return redirect("review_item", item_id=item_id)
+    messages.success(request, f"Request {updated.request_id} released with your edit.")
+    return redirect("review_queue")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

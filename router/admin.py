@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from router.models import ModelSpec
+from router.models import EscalationPolicy, ModelSpec
 
 
 @admin.register(ModelSpec)
@@ -18,3 +18,14 @@ class ModelSpecAdmin(admin.ModelAdmin):
         "enabled",
     ]
     list_filter = ["tier", "backend", "enabled"]
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    list_display = [
+        "task_type",
+        "uncertainty_threshold",
+        "max_slm_retries",
+        "max_llm_attempts",
+        "classify_intent",
+    ]

@@ -1,4 +1,4 @@
-// Small page behaviours: SLA countdowns and the live item count. No build step.
+// Small page behaviours: SLA countdowns, the live item count, keyboard shortcuts. No build step.
 (function () {
   function formatRemaining(ms) {
     const late = ms < 0;
@@ -7,6 +7,25 @@
     const m = Math.floor(s / 60); s -= m * 60;
     const text = (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
     return late ? "overdue " + text : text;
+  }
+  // Pushes arrive as <template data-op="upsert|remove" data-target="item-N"> patches, so a row
+  // that is already there (from the snapshot) or already gone is no error.
+  function applyPatches() {
+    const patches = document.getElementById("queue-patches");
+    const items = document.getElementById("queue-items");
+    if (!patches || !items) return;
+    patches.querySelectorAll("template[data-op]").forEach(function (patch) {
+      const existing = document.getElementById(patch.dataset.target);
+      if (patch.dataset.op === "remove") {
+        if (existing) existing.remove();
+      } else {
+        const row = patch.content.firstElementChild;
+        if (!row) return;
+        if (existing) existing.replaceWith(row); else items.appendChild(row);
+        if (window.htmx) window.htmx.process(row);
+      }
+      patch.remove();
+    });
   }
   function tick() {
     document.querySelectorAll("[data-sla-due]").forEach(function (el) {
@@ -18,9 +37,57 @@
     });
     const count = document.getElementById("queue-count");
     const items = document.getElementById("queue-items");
-    if (count && items) count.textContent = items.querySelectorAll(".item").length;
+    const empty = document.getElementById("queue-empty");
+    if (items) {
+      const rows = items.querySelectorAll(".item").length;
+      if (count) count.textContent = rows;
+      if (empty) empty.hidden = rows > 0;
+    }
   }
+  function typing(event) {
+    const t = event.target;
+    return t && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].indexOf(t.tagName) >= 0);
+  }
+  function moveInQueue(step) {
+    const rows = Array.prototype.slice.call(document.querySelectorAll("#queue-items .item"));
+    if (!rows.length) return;
+    const current = rows.indexOf(document.activeElement);
+    const next = current < 0 ? 0 : Math.min(rows.length - 1, Math.max(0, current + step));
+    rows[next].focus();
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event)) return;
+    const nav = document.querySelector("[data-page=item]");
+    const key = event.key;
+    if (document.querySelector("[data-page=queue]")) {
+      if (key === "j") { moveInQueue(1); event.preventDefault(); }
+      if (key === "k") { moveInQueue(-1); event.preventDefault(); }
+      return;
+    }
+    if (!nav) return;
+    if (key === "a") {
+      const approve = document.getElementById("approve");
+      if (approve) { approve.click(); event.preventDefault(); }
+    } else if (key === "d") {
+      const reason = document.getElementById("reason");
+      if (reason) { reason.focus(); event.preventDefault(); }
+    } else if (key === "e") {
+      const first = document.querySelector("#edit-form input:not([type=hidden]), #edit-form select, #raw-json");
+      if (first) { first.focus(); event.preventDefault(); }
+    } else if (key === "j" && nav.dataset.next) {
+      window.location = nav.dataset.next;
+    } else if (key === "k" && nav.dataset.previous) {
+      window.location = nav.dataset.previous;
+    }
+  });
   document.addEventListener("DOMContentLoaded", tick);
-  document.addEventListener("htmx:wsAfterMessage", tick);
+  function setLive(state) {
+    const queue = document.querySelector("[data-page=queue]");
+    const label = document.getElementById("queue-live-state");
+    if (queue) queue.dataset.live = state;
+    if (label) label.textContent = state === "connected" ? "live" : "reconnecting…";
+  }
+  document.addEventListener("htmx:wsAfterMessage", function () { applyPatches(); tick(); setLive("connected"); });
+  document.addEventListener("htmx:wsClose", function () { setLive("disconnected"); });
   setInterval(tick, 1000);
 })();

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.db import connection
 
 from reviewq import dispatch, pipeline
 from reviewq.demo import seed_policies, seed_retail_tools
@@ -48,6 +49,28 @@ def _fake_models(settings: Any) -> Iterator[None]:
     yield
     reset_backends()
     FakeBackend.scripted_outputs.clear()
+
+
+@pytest.fixture(autouse=True)
+def _audit_log_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Transactional tests empty every table afterwards; the audit log's triggers refuse that.
+
+    Switch them off (the maintenance row) just for that flush, and back on before each test.
+    """
+    if "transactional_db" not in request.fixturenames and not _marked_transactional(request):
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM reviewq_audit_maintenance")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO reviewq_audit_maintenance (enabled) VALUES (1)")
+
+
+def _marked_transactional(request: pytest.FixtureRequest) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    return bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
 
 
 @pytest.fixture

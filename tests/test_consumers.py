@@ -45,9 +45,9 @@ def test_a_held_item_is_pushed_to_a_connected_reviewer(reviewer: User, agent: An
 
     snapshot, pushed, request_id = async_to_sync(scenario)()
     item = ReviewItem.objects.get(request_id=request_id)
-    assert 'id="queue-items"' in snapshot and "Nothing is waiting" in snapshot
+    assert 'id="queue-items"' in snapshot and 'class="row item' not in snapshot
     assert f'id="item-{item.id}"' in pushed
-    assert 'hx-swap-oob="beforeend"' in pushed
+    assert 'data-op="upsert"' in pushed
     assert "cancel_pending_order" in pushed
 
 

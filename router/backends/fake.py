@@ -39,7 +39,8 @@ def _find_value(name: str, conversation_text: str, schema: dict[str, Any]) -> An
         return [item.strip() for item in raw.split("|")] if raw else []
     if kind in ("number", "integer"):
         try:
-            return int(raw) if kind == "integer" else float(raw)  # type: ignore[arg-type]
+            number = float(raw)  # type: ignore[arg-type]
+            return int(number) if kind == "integer" or "." not in str(raw) else number
         except (TypeError, ValueError):
             return 0
     if kind == "boolean":
@@ -87,6 +88,8 @@ class FakeBackend:
                     ]
                 }
             return self._tool_call(schema, last_words, conversation_text)
+        if prompt.task_type == "adjudication":
+            return {"verdict": "unsure", "reason": "the fake adjudicator has no opinion"}
         if prompt.task_type == "classification":
             labels = schema["properties"]["label"]["enum"]
             # max() keeps the first label on ties: deterministic.

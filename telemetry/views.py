@@ -1,0 +1,37 @@
+"""The dashboard and the Prometheus endpoint. The figures come from selectors and metrics."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from reviewq.views import is_reviewer
+from telemetry import charts, selectors
+from telemetry import metrics as prometheus
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    # A logged-in outsider gets a plain refusal, not a loop back to the login page.
+    if not is_reviewer(request.user):
+        raise PermissionDenied("the dashboard is for reviewers and staff")
+    try:
+        window = selectors.window_get(request.GET.get("window"))
+    except selectors.UnknownWindow as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    data = selectors.dashboard_get(window=window)
+    context = {"data": data, "charts": charts.dashboard_charts(data), "windows": list(selectors.WINDOWS)}
+    return render(request, "telemetry/dashboard.html", context)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    if not prometheus.scrape_allowed(request):
+        return HttpResponse(
+            "metrics are served to loopback, to staff, or with 'Authorization: Bearer <METRICS_TOKEN>'\n",
+            status=403,
+            content_type="text/plain",
+        )
+    return HttpResponse(prometheus.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,128 @@
+"""The reviewer's path in real Chromium: a held item appears live, an edit is checked, the agent sees it."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from reviewq.models import ReviewItem
+from tests.live import ARTIFACTS, logged_in_page
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded")]
+
+REFUND_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "issue_refund",
+        "description": "Refund part of an order to the customer.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "amount": {"type": "number", "minimum": 0, "maximum": 500},
+                "notify": {"type": "boolean"},
+            },
+            "required": ["order_id", "amount"],
+        },
+    },
+}
+
+
+def api(url: str, key: str, path: str, body: dict | None = None) -> Any:
+    request = urllib.request.Request(
+        f"{url}/api/v1{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_reviewer_edits_and_approves_a_live_item(
+    live_server_url: str, browser: Any, reviewer: User, agent: Any
+) -> None:
+    errors: list[str] = []
+    page = logged_in_page(browser, live_server_url, reviewer)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{live_server_url}/review/")
+    page.wait_for_selector("[data-live=connected]", timeout=10_000)  # the socket's snapshot arrived
+
+    posted = api(
+        live_server_url,
+        agent[1],
+        "/requests",
+        {
+            "messages": [{"role": "user", "content": "Refund order_id=#W2378156 amount=250 please"}],
+            "tools": [REFUND_TOOL],
+        },
+    )
+    started = time.monotonic()
+    row = page.wait_for_selector("#queue-items .item", timeout=15_000)
+    assert row is not None
+    print(f"held item appeared {1000 * (time.monotonic() - started):.0f} ms after the POST answered")
+    assert "issue_refund" in row.inner_text()
+    assert page.locator("#queue-count").inner_text() == "1"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "queue.png"), full_page=True)
+
+    row.click()
+    page.wait_for_selector("#edit-form")
+    item = ReviewItem.objects.get(request_id=posted["id"])
+    assert page.locator("#call-0-amount").input_value() == "250"
+    page.screenshot(path=str(ARTIFACTS / "item.png"), full_page=True)
+
+    # A value that is not a number, then one above the schema's maximum: both refused, nothing lost.
+    page.fill("#call-0-amount", "lots")
+    page.click("#save-edit")
+    assert "must be a number" in page.locator("#edit-error").inner_text()
+    page.fill("#call-0-amount", "900")
+    page.click("#save-edit")
+    assert "900 is greater than the maximum of 500" in page.locator("#edit-error").inner_text()
+    assert ReviewItem.objects.get(id=item.id).status == "pending"
+
+    page.fill("#call-0-amount", "120.5")
+    page.check("#call-0-notify")
+    page.click("#save-edit")
+    page.wait_for_url(f"{live_server_url}/review/")
+
+    final = api(live_server_url, agent[1], f"/requests/{posted['id']}")
+    assert final["status"] == "released"
+    [call] = final["action"]["tool_calls"]
+    assert call["arguments"] == {"order_id": "#W2378156", "amount": 120.5, "notify": True}  # types preserved
+    assert final["decision"]["decision"] == "edit" and final["decision"]["reviewer"] == "alice"
+    assert errors == []
+
+
+def test_keyboard_shortcuts_deny_with_a_reason(
+    live_server_url: str, browser: Any, reviewer: User, agent: Any
+) -> None:
+    posted = api(
+        live_server_url,
+        agent[1],
+        "/requests",
+        {
+            "messages": [{"role": "user", "content": "Refund order_id=#W2378156 amount=30"}],
+            "tools": [REFUND_TOOL],
+        },
+    )
+    deadline = time.monotonic() + 15
+    while not ReviewItem.objects.filter(request_id=posted["id"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    item = ReviewItem.objects.get(request_id=posted["id"])
+    page = logged_in_page(browser, live_server_url, reviewer)
+    page.goto(f"{live_server_url}/review/{item.id}/")
+    page.keyboard.press("d")
+    assert page.evaluate("document.activeElement.id") == "reason"
+    page.keyboard.type("the customer did not confirm")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    final = api(live_server_url, agent[1], f"/requests/{posted['id']}")
+    assert final["status"] == "denied"
+    assert final["decision"]["reason"] == "the customer did not confirm"

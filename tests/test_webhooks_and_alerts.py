@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from reviewq import alerts, services, webhooks
+from reviewq.models import ReviewerPresence, ReviewItem, RiskPolicy, WebhookDelivery
+from tests.factories import read_body, risky_body
+from tests.receiver import Receiver
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+
+
+@pytest.fixture(autouse=True)
+def send_inline(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """Send webhooks in the test's thread, at once, with no backoff wait."""
+    settings.WEBHOOK_BACKOFF_SCALE = 0
+    monkeypatch.setattr(webhooks, "_send_soon", webhooks.deliver)
+
+
+def test_a_released_request_calls_the_agent_back_signed(agent: Any, receiver: Receiver) -> None:
+    key, _ = agent
+    request, _ = services.request_create(agent_key=key, payload=read_body(callback_url=receiver.url))
+    [hook] = receiver.wait_for(1)
+    assert hook.json["event"] == "request.released"
+    assert hook.json["request"]["id"] == str(request.id)
+    assert hook.json["request"]["action"]["tool_calls"][0]["name"] == "get_order_details"
+    expected = webhooks.signature(key.webhook_secret, hook.headers["x-reviewq-timestamp"], hook.body)
+    assert hook.headers["x-reviewq-signature"] == expected
+    assert hook.headers["x-reviewq-delivery"] == hook.json["delivery_id"]
+
+
+def test_a_failed_delivery_is_retried_with_the_same_delivery_id(agent: Any, receiver: Receiver) -> None:
+    receiver.statuses = [500, 503]
+    request, _ = services.request_create(agent_key=agent[0], payload=read_body(callback_url=receiver.url))
+    assert len(receiver.wait_for(1)) == 1
+    assert webhooks.deliver_due() == 0  # second attempt: 503
+    assert webhooks.deliver_due() == 1  # third attempt: delivered
+    ids = {hook.headers["x-reviewq-delivery"] for hook in receiver.received}
+    assert len(receiver.received) == 3 and len(ids) == 1
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.status, delivery.attempts) == ("delivered", 3)
+    assert webhooks.deliver_due() == 0  # nothing left to send
+
+
+def test_a_human_decision_is_reported_once(agent: Any, receiver: Receiver, reviewer: User) -> None:
+    request, _ = services.request_create(agent_key=agent[0], payload=risky_body(callback_url=receiver.url))
+    assert receiver.received == []  # held: nothing final yet
+    item = ReviewItem.objects.get(request=request)
+    services.review_deny(item_id=item.id, reviewer=reviewer, reason="customer did not confirm")
+    [hook] = receiver.wait_for(1)
+    assert hook.json["event"] == "request.denied"
+    assert hook.json["request"]["decision"]["reason"] == "customer did not confirm"
+    webhooks.request_finished(request.id)  # a second report of the same decision
+    assert WebhookDelivery.objects.filter(request=request).count() == 1
+
+
+def test_on_call_is_paged_when_nobody_is_watching(agent: Any, receiver: Receiver) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    [page] = receiver.wait_for(1)
+    assert "cancel_pending_order" in page.json["text"]
+    assert page.json["request_id"] == str(request.id)
+    item = ReviewItem.objects.get(request=request)
+    assert item.alerted_at is not None
+    assert alerts.page_if_nobody_watching(item.id) is False  # one page per item
+
+
+def test_no_page_while_a_reviewer_has_the_queue_open(agent: Any, receiver: Receiver, reviewer: User) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    ReviewerPresence.objects.create(channel_name="test!abc", user=reviewer)
+    services.request_create(agent_key=agent[0], payload=risky_body())
+    assert receiver.received == []
+
+
+def test_the_requester_watching_their_own_queue_does_not_count(agent: Any, receiver: Receiver) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    ReviewerPresence.objects.create(channel_name="test!owner", user=User.objects.get(username="carol"))
+    services.request_create(agent_key=agent[0], payload=risky_body())
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_stale_presence_does_not_count(agent: Any, receiver: Receiver, reviewer: User) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    presence = ReviewerPresence.objects.create(channel_name="test!old", user=reviewer)
+    ReviewerPresence.objects.filter(id=presence.id).update(
+        connected_at=timezone.now() - alerts.PRESENCE_MAX_AGE * 2
+    )
+    services.request_create(agent_key=agent[0], payload=risky_body())
+    assert json.loads(receiver.wait_for(1)[0].body)["item_id"]
