@@ -41,8 +41,17 @@ run: install
 	@echo ""
 	DEBUG=$${DEBUG:-True} $(VENV)/bin/uvicorn reviewq.asgi:application --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev browsers
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium (never a downloaded browser). Installed when missing and
+# possible (root with apt-get); otherwise those tests are skipped locally and fail in CI.
+browsers:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed: browser tests will be skipped (apt-get install chromium)"; fi; }
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

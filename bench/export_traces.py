@@ -8,8 +8,9 @@ through ``telemetry.exports.export_to_file`` in each format: sft, dpo, raw, and 
     .venv/bin/python bench/export_traces.py [--traces 100000] [--keep]
 
 Each export runs in a child process of its own, so that its peak RSS is its own and not the
-insert's: once for time and peak RSS, once more under tracemalloc for the peak of Python
-allocations (tracemalloc slows the run, so it is not timed). A JSON copy of the table goes to
+insert's (the kernel's peak mark is reset just before the export starts): once under tracemalloc
+for the peak of Python allocations (it slows the run, so it is not timed), then once for time
+and peak RSS. A JSON copy of the table goes to
 bench/results/.
 """
 
@@ -127,6 +128,12 @@ def _action(tool: dict[str, Any], person: dict[str, str], rng: random.Random) ->
     }
 
 
+def _corrected(value: Any) -> Any:
+    if isinstance(value, list):
+        return [*value, str(10**9)]
+    return f"{value} (corrected)"
+
+
 def _edited(action: dict[str, Any], tool: dict[str, Any], person: dict[str, str], rng: random.Random) -> Any:
     call = action["tool_calls"][0]
     arguments = dict(call["arguments"])
@@ -134,7 +141,9 @@ def _edited(action: dict[str, Any], tool: dict[str, Any], person: dict[str, str]
     if name is not None:
         schema = tool["function"]["parameters"]["properties"][name]
         options = [value for value in schema.get("enum", []) if value != arguments[name]]
-        arguments[name] = rng.choice(options) if options else _value(name, {}, person, rng)
+        new = rng.choice(options) if options else _value(name, {}, person, rng)
+        # A reviewer's edit changes something (some generated values, like the city, are constant).
+        arguments[name] = new if new != arguments[name] else _corrected(new)
     return {
         **action,
         "tool_calls": [
@@ -272,12 +281,22 @@ def insert_traces(count: int, seed: int = 7) -> float:
 # --- Measuring one export (in a child process) ---
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _reset_peak_rss() -> bool:
+    """Resets the kernel's peak-RSS mark (VmHWM), so the peak read later is the export's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def run_child(data_dir: Path, case: str, use_tracemalloc: bool) -> dict[str, Any]:
@@ -290,7 +309,9 @@ def run_child(data_dir: Path, case: str, use_tracemalloc: bool) -> dict[str, Any
     out = data_dir / f"export-{format}{'-redacted' if redact else ''}.jsonl"
     queryset = GoldenTrace.objects.all()
     exports.select_traces(queryset, options).count()  # connect and warm up outside the measurement
-    rss_before = _rss_mb()
+    rss_before = _status_mb("VmRSS")
+    # Without the reset (no /proc), the peak is the process's whole life, start-up included.
+    peak_is_export_only = _reset_peak_rss()
     if use_tracemalloc:
         tracemalloc.start()
     started = time.perf_counter()
@@ -302,8 +323,13 @@ def run_child(data_dir: Path, case: str, use_tracemalloc: bool) -> dict[str, Any
         "seconds": round(seconds, 2),
         "mb_written": round(manifest["bytes"] / 1e6, 1),
         "rss_before_mb": round(rss_before, 1),
-        # ru_maxrss is in KiB on Linux.
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(
+            # ru_maxrss is in KiB on Linux.
+            _status_mb("VmHWM")
+            if peak_is_export_only
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            1,
+        ),
         "skipped": manifest["counts"]["skipped"],
     }
     if use_tracemalloc:
@@ -354,8 +380,9 @@ def main() -> None:
 
         rows = []
         for case in CASES:
-            timed = measure(data_dir, case, use_tracemalloc=False)
+            # The traced run first: it also brings the database into the page cache for the timed one.
             traced = measure(data_dir, case, use_tracemalloc=True)
+            timed = measure(data_dir, case, use_tracemalloc=False)
             timed["tracemalloc_peak_mb"] = traced["tracemalloc_peak_mb"]
             rows.append(timed)
 

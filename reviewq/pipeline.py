@@ -106,7 +106,15 @@ def run_pipeline(request_id: Any) -> None:
     if outcome.action is None:
         outcome = _escalate(request, task, config, outcome)
     if outcome.action is None:
-        _hold(request, reason=outcome.failure)
+        trail = {
+            "by": "pipeline",
+            "decision": "human",
+            "reason": outcome.failure,
+            "model": outcome.model or None,
+            "tier": outcome.tier or None,
+            "escalation_trigger": outcome.trigger or None,
+        }
+        _hold(request, reason=outcome.failure, trail=trail)
         return
     request.proposal = outcome.action
     if not move_request(

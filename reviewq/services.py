@@ -391,6 +391,10 @@ def _finish(
         "policy": (request.decision or {}).get("policy"),
         "hold_reason": item.hold_reason,
         "adjudication": item.adjudication,
+        # What the pipeline knew stays in the trail: which model proposed, and why it climbed.
+        "model": (request.decision or {}).get("model"),
+        "tier": (request.decision or {}).get("tier"),
+        "escalation_trigger": (request.decision or {}).get("escalation_trigger"),
     }
     moved = move_request(
         request.id,

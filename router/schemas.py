@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 # Unbounded strings let a small model ramble until max_tokens; a cap keeps answers short.
-DEFAULT_STRING_MAX_LENGTH = 120
+DEFAULT_STRING_MAX_LENGTH = 64
 
 
 def tool_function(tool: dict[str, Any]) -> dict[str, Any]:

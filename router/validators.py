@@ -116,8 +116,18 @@ def issues_as_dicts(issues: list[ValidationIssue]) -> list[dict[str, str]]:
 
 
 def issues_as_feedback(issues: list[ValidationIssue]) -> str:
-    """Errors phrased for a model's retry prompt."""
-    lines = "\n".join(f"- {issue}" for issue in issues)
+    """Errors phrased for a model's retry prompt.
+
+    A grounding error does not repeat the invented value: quoting it back makes a small model
+    more likely to write it again.
+    """
+
+    def phrase(issue: ValidationIssue) -> str:
+        if issue.validator == "grounding":
+            return f"{issue.path}: copy this value exactly from the conversation; yours does not appear there"
+        return str(issue)
+
+    lines = "\n".join(f"- {phrase(issue)}" for issue in issues)
     return f"Your previous answer was rejected:\n{lines}\nAnswer again with one valid tool call."
 
 

@@ -142,6 +142,8 @@ def export_options(
         )
     if isinstance(since, str):
         since = parse_since(since) if since.strip() else None
+    elif since is not None and timezone.is_naive(since):
+        since = timezone.make_aware(since)
     return ExportOptions(
         format=format,
         since=since,

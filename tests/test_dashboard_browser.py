@@ -13,7 +13,7 @@ from reviewq import services
 from reviewq.models import Request, ReviewItem
 from router.backends.fake import FakeBackend
 from tests.factories import read_body, risky_body
-from tests.live import ARTIFACTS, browser, live_server_url, logged_in_page  # noqa: F401
+from tests.live import ARTIFACTS, logged_in_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
 
@@ -66,9 +66,7 @@ def test_the_dashboard_renders_without_console_errors(
     errors: list[str] = []
 
     def on_console(message: Any) -> None:
-        # The browser asks for /favicon.ico on its own because base.html names no icon: that 404
-        # is the site's, not this page's (see the report); every other error counts.
-        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        if message.type == "error":
             errors.append(f"{message.text} at {message.location}")
 
     page.on("console", on_console)

@@ -14,6 +14,9 @@ POSTGRES = [
     CREATE OR REPLACE FUNCTION reviewq_audit_append_only() RETURNS trigger AS $$
     BEGIN
         IF EXISTS (SELECT 1 FROM reviewq_audit_maintenance) THEN
+            IF TG_OP = 'UPDATE' THEN
+                RETURN NEW;
+            END IF;
             RETURN OLD;
         END IF;
         RAISE EXCEPTION 'the audit log is append-only: % refused', TG_OP;
@@ -54,7 +57,7 @@ SQLITE_REVERSE = [
 def _run(statements_by_vendor: dict[str, list[str]]):  # type: ignore[no-untyped-def]
     def run(apps, schema_editor) -> None:  # type: ignore[no-untyped-def]
         for statement in statements_by_vendor.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, params=None)
 
     return run
 
