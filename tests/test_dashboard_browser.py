@@ -57,9 +57,9 @@ def traffic(agent: Any, reviewer: User) -> None:
 
 
 def test_the_dashboard_renders_without_console_errors(
-    live_server_url: str,  # noqa: F811
+    live_server_url: str,
     traffic: None,
-    browser: Any,  # noqa: F811
+    browser: Any,
     reviewer: User,
 ) -> None:
     page = logged_in_page(browser, live_server_url, reviewer)
