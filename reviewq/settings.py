@@ -173,6 +173,8 @@ REVIEWQ_MODEL_BACKEND = os.getenv("REVIEWQ_MODEL_BACKEND", "real")
 # Remote models (the LLM tier, openai_compatible servers): per-call timeout and retries on 429/5xx.
 LLM_TIMEOUT_S = envfloat("LLM_TIMEOUT_S", "30")
 LLM_MAX_RETRIES = envint("LLM_MAX_RETRIES", "3")
+# Layers of each local model to offload to a GPU (needs a CUDA build of llama.cpp; -1 = all).
+MODEL_GPU_LAYERS = envint("MODEL_GPU_LAYERS", "0")
 MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
 
 # --- Telemetry ---

@@ -28,6 +28,12 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+# llama_cpp is imported before numpy on purpose: on a CUDA machine (an H200 with numpy 2.5) the
+# other order made the model load segfault. The ImportError is reported when a model is loaded.
+try:
+    import llama_cpp  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - exercised only without llama-cpp-python
+    llama_cpp = None
 import numpy as np
 
 from router.backends.base import BackendError, Generation, Prompt
@@ -102,16 +108,13 @@ class LlamaCppBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         prefix_cache_size: int = PREFIX_CACHE_SIZE,
+        n_gpu_layers: int = 0,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"model file {path} does not exist")
-        try:
-            import llama_cpp  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise BackendError(
-                "llama-cpp-python is not installed (see DESIGN.md for the build flags)"
-            ) from exc
+        if llama_cpp is None:
+            raise BackendError("llama-cpp-python is not installed (see DESIGN.md for the build flags)")
         self._lib = llama_cpp
         threads = n_threads or os.cpu_count() or 1
         try:
@@ -121,6 +124,7 @@ class LlamaCppBackend:
                 n_threads=threads,
                 n_threads_batch=threads,
                 logits_all=False,  # logprobs come from the last-token logits in our own loop
+                n_gpu_layers=n_gpu_layers,  # -1: every layer on the GPU (a CUDA build of llama.cpp)
                 verbose=False,
             )
         except Exception as exc:  # llama-cpp raises ValueError, but a bad file can raise anything

@@ -40,7 +40,9 @@ def _load(spec: ModelSpec) -> ModelBackend:
             path = resolve_model_path(spec.model_path)
         except ModelFileNotFound as exc:
             raise BackendError(str(exc)) from exc
-        return LlamaCppBackend(path, n_ctx=spec.context_size, n_threads=settings.MODEL_THREADS)
+        return LlamaCppBackend(
+            path, n_ctx=spec.context_size, n_threads=settings.MODEL_THREADS, n_gpu_layers=settings.MODEL_GPU_LAYERS
+        )
     if spec.backend == "anthropic":
         from router.backends.anthropic import AnthropicBackend
 
