@@ -175,7 +175,10 @@ LLM_TIMEOUT_S = envfloat("LLM_TIMEOUT_S", "30")
 LLM_MAX_RETRIES = envint("LLM_MAX_RETRIES", "3")
 # Layers of each local model to offload to a GPU (needs a CUDA build of llama.cpp; -1 = all).
 MODEL_GPU_LAYERS = envint("MODEL_GPU_LAYERS", "0")
-MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+# llama.cpp threads per model. One core is left for the web process and the database: with every
+# core busy elsewhere too, llama.cpp's threads wait on each other and a 1 s proposal takes 10 s
+# or more (measured on 2 cores with another process busy: 1 thread 1.4 s, 2 threads 8.9 s median).
+MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
 
 # --- Telemetry ---
 # Model calls and finished requests older than this are deleted by `manage.py prune_telemetry`.

@@ -188,9 +188,9 @@ class Redactor:
 
         The value's strings are scanned together (joined by NUL, which no detector matches
         across), and every value found is replaced wherever it occurs in them: a phone number
-        found in the conversation is replaced in the arguments too, even where it is written
-        in a way the detector alone would miss. Numbers are checked as text, as ``iter_strings`` does: a
-        card number stored as an integer becomes a placeholder string.
+        found in the conversation is replaced in the arguments too, even where the detector
+        alone would miss it there. Numbers are checked as text, as ``iter_strings`` does: a card
+        number stored as an integer becomes a placeholder string.
         """
         joined = "\0".join(text for _, text in iter_strings(value))
         if not _MAYBE_PII.search(joined):

@@ -116,7 +116,8 @@ class LlamaCppBackend:
         if llama_cpp is None:
             raise BackendError("llama-cpp-python is not installed (see DESIGN.md for the build flags)")
         self._lib = llama_cpp
-        threads = n_threads or os.cpu_count() or 1
+        # Default: all cores but one (see MODEL_THREADS in settings for why).
+        threads = n_threads or max(1, (os.cpu_count() or 2) - 1)
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(path),
