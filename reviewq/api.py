@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Header, Router, Status
 from ninja.security import HttpBearer
+from ninja.throttling import AuthRateThrottle
 
 from reviewq import selectors, services
 from reviewq.models import AgentKey, Request
@@ -17,8 +19,25 @@ class AgentKeyAuth(HttpBearer):
         return services.agent_key_authenticate(token)
 
 
-router = Router(tags=["requests"], auth=AgentKeyAuth())
-_ERRORS = {code: ErrorOut for code in (400, 401, 404, 409, 422)}
+class AgentKeyThrottle(AuthRateThrottle):
+    """A request budget per agent key (settings.API_RATE_LIMIT), shared by all web processes
+    when the cache is Redis. Over budget: 429 with Retry-After."""
+
+    def __init__(self) -> None:
+        super().__init__(settings.API_RATE_LIMIT)
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        # Read the budget per request, so a settings change needs no restart of the router.
+        self.rate = settings.API_RATE_LIMIT
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request)
+
+    def get_cache_key(self, request: HttpRequest) -> str:
+        return f"throttle_agent_key_{_agent_key(request).pk}"
+
+
+router = Router(tags=["requests"], auth=AgentKeyAuth(), throttle=AgentKeyThrottle())
+_ERRORS = {code: ErrorOut for code in (400, 401, 404, 409, 422, 429)}
 
 
 def _agent_key(request: HttpRequest) -> AgentKey:

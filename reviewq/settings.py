@@ -154,6 +154,15 @@ CELERY_BEAT_SCHEDULE = {
     "deliver-due-webhooks": {"task": "reviewq.tasks.deliver_due_webhooks", "schedule": 2.0},
 }
 
+# A shared cache (throttling budgets) when Redis is there; a per-process one otherwise.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+# Requests one agent key may make, e.g. "1000/s", "20000/m" (429 with Retry-After beyond it).
+API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "1000/s")
+
 # --- Pipeline ---
 # A request in a working state whose lease has passed is re-enqueued by the sweeper.
 PIPELINE_LEASE_SECONDS = envint("PIPELINE_LEASE_SECONDS", "180")

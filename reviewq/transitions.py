@@ -17,7 +17,14 @@ from reviewq.models import FINAL_STATUSES, Request, RequestStatus
 
 
 def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: str, **fields: Any) -> bool:
-    """Move the request to ``to_status`` if it is in one of ``from_statuses``. True if it moved."""
+    """Move the request to ``to_status`` if it is in one of ``from_statuses``. True if it moved.
+
+    Final states are final: asking to move out of one is a programming error, refused loudly.
+    """
+    from_statuses = list(from_statuses)
+    leaving_final = FINAL_STATUSES.intersection(from_statuses)
+    if leaving_final:
+        raise ValueError(f"a request never leaves a final state ({', '.join(sorted(leaving_final))})")
     now = timezone.now()
     fields.setdefault("updated_at", now)
     if to_status in FINAL_STATUSES:
@@ -27,7 +34,7 @@ def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: st
         fields.setdefault("lease_expires_at", None)
     else:
         fields.setdefault("lease_expires_at", now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS))
-    updated = Request.objects.filter(id=request_id, status__in=list(from_statuses)).update(
+    updated = Request.objects.filter(id=request_id, status__in=from_statuses).update(
         status=to_status, **fields
     )
     if updated and to_status in FINAL_STATUSES:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import math
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.errors import ValidationError as NinjaValidationError
 
 from reviewq import views
@@ -55,8 +57,11 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    code = "malformed_json" if exc.status_code == 400 else "http_error"
-    return api.create_response(request, {"code": code, "message": str(exc)}, status=exc.status_code)
+    code = {400: "malformed_json", 429: "rate_limited"}.get(exc.status_code, "http_error")
+    response = api.create_response(request, {"code": code, "message": str(exc)}, status=exc.status_code)
+    if isinstance(exc, Throttled) and exc.wait:
+        response["Retry-After"] = str(math.ceil(exc.wait))
+    return response
 
 
 urlpatterns = [

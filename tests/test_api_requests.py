@@ -227,3 +227,47 @@ def test_openapi_docs_are_served(client: Client) -> None:
     assert client.get("/api/v1/docs").status_code == 200
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/requests" in schema["paths"]
+
+
+def test_a_key_over_its_budget_gets_429(client: Client, agent: Any, settings: Any) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.API_RATE_LIMIT = "3/m"
+    _, key = agent
+    statuses = [post(client, key, read_body()).status_code for _ in range(3)]
+    assert all(status in (201, 202) for status in statuses)
+    response = post(client, key, read_body())
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    assert int(response["Retry-After"]) >= 1
+    assert Request.objects.count() == 3
+    cache.clear()
+
+
+def test_concurrent_posts_with_one_idempotency_key_make_one_request(agent: Any) -> None:
+    import threading
+
+    from django.db import close_old_connections
+
+    _, key = agent
+    answers: list[Any] = []
+    barrier = threading.Barrier(8)
+
+    def send() -> None:
+        barrier.wait()
+        try:
+            response = post(Client(), key, read_body(wait_ms=2000), HTTP_IDEMPOTENCY_KEY="same-key")
+            answers.append((response.status_code, response.json()["id"]))
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 8
+    assert len({request_id for _, request_id in answers}) == 1
+    assert all(status in (201, 202) for status, _ in answers)
+    assert Request.objects.count() == 1

@@ -41,7 +41,10 @@ def _load(spec: ModelSpec) -> ModelBackend:
         except ModelFileNotFound as exc:
             raise BackendError(str(exc)) from exc
         return LlamaCppBackend(
-            path, n_ctx=spec.context_size, n_threads=settings.MODEL_THREADS, n_gpu_layers=settings.MODEL_GPU_LAYERS
+            path,
+            n_ctx=spec.context_size,
+            n_threads=settings.MODEL_THREADS,
+            n_gpu_layers=settings.MODEL_GPU_LAYERS,
         )
     if spec.backend == "anthropic":
         from router.backends.anthropic import AnthropicBackend
