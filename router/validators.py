@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from router.conditions import evaluate_condition
+from router.messages import content_text
 from router.schemas import tool_function, tool_parameters
 
 
@@ -140,17 +141,11 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 SMALL_INTEGER_LIMIT = 10
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return "" if content is None else str(content)
-
-
 def conversation_evidence(conversation: list[dict[str, Any]]) -> str:
     """Everything the model was shown: message text, earlier tool calls and tool results."""
     parts = []
     for message in conversation:
-        parts.append(_text_of(message.get("content")))
+        parts.append(content_text(message.get("content")))
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             parts.append(str(function.get("arguments", "")))

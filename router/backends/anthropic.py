@@ -21,6 +21,7 @@ from typing import Any
 import anthropic
 
 from router.backends.base import BackendError, Generation, Prompt
+from router.messages import compact_json, content_text
 
 # The pipeline's Prompt.max_tokens is sized for a small model's terse answers; an LLM writing a
 # tool call with long arguments must not be cut off, and unused tokens cost nothing.
@@ -136,7 +137,7 @@ def translate_conversation(
     call_names: dict[str, str] = {}
     for message in conversation:
         role = message.get("role", "user")
-        text = _content_text(message.get("content"))
+        text = content_text(message.get("content"))
         if role in ("system", "developer"):
             if text:
                 system_parts.append(text)
@@ -202,7 +203,7 @@ def _pair_tool_blocks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 block
                 if block["type"] != "tool_use" or (block["id"] and block["id"] in answered)
                 else _text_block(
-                    f"Called {block['name']} with {_compact(block['input'])} (no result recorded)."
+                    f"Called {block['name']} with {compact_json(block['input'])} (no result recorded)."
                 )
                 for block in message["content"]
             ]
@@ -276,8 +277,8 @@ def answer_text(prompt: Prompt, message: Any) -> str:
             raise BackendError(f"Anthropic answered without a tool call (stop_reason={message.stop_reason})")
         answers = [{"name": block.name, "arguments": _as_dict(block.input)} for block in calls]
         if prompt.parallel_tool_calls:
-            return _compact({"calls": answers})
-        return _compact(answers[0])
+            return compact_json({"calls": answers})
+        return compact_json(answers[0])
     answer = next((block for block in calls if block.name == ANSWER_TOOL), None)
     if answer is None:
         raise BackendError(
@@ -285,10 +286,10 @@ def answer_text(prompt: Prompt, message: Any) -> str:
         )
     data = _as_dict(answer.input)
     if _is_object_schema(prompt.output_schema):
-        return _compact(data)
+        return compact_json(data)
     if "value" not in data:
         raise BackendError(f"Anthropic's {ANSWER_TOOL!r} tool input has no 'value'")
-    return _compact(data["value"])
+    return compact_json(data["value"])
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -312,16 +313,6 @@ def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return "" if content is None else str(content)
-
-
 def _arguments(raw: Any) -> dict[str, Any]:
     """An OpenAI call's arguments (a JSON string) as the object a tool_use input must be."""
     if isinstance(raw, str):
@@ -336,7 +327,3 @@ def _arguments(raw: Any) -> dict[str, Any]:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

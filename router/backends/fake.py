@@ -15,13 +15,11 @@ from collections import deque
 from typing import Any, ClassVar
 
 from router.backends.base import Generation, Prompt
+from router.messages import content_text
 
 
 def _text_of(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content or ""
+    return content_text(message.get("content"))
 
 
 def _words(text: str) -> set[str]:

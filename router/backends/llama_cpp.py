@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - exercised only without llama-cpp-pytho
 import numpy as np
 
 from router.backends.base import BackendError, Generation, Prompt
+from router.messages import call_arguments, compact_json, content_text
 
 GRAMMAR_CACHE_SIZE = 16
 _SHORTLIST = 64  # top tokens checked against the grammar before masking the whole vocabulary
@@ -56,14 +57,16 @@ def render_chatml(prompt: Prompt) -> tuple[str, str]:
     parts: list[str] = []
     for message in prompt.conversation:
         role = message.get("role", "user")
-        text = _content_text(message.get("content"))
+        text = content_text(message.get("content"))
         if role == "assistant":
             calls = []
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 name = function.get("name", "")
                 tool_names[call.get("id", "")] = name
-                calls.append(_compact({"name": name, "arguments": _arguments(function.get("arguments"))}))
+                calls.append(
+                    compact_json({"name": name, "arguments": call_arguments(function.get("arguments"))})
+                )
             parts.append(_turn("assistant", "\n".join(filter(None, [text, *calls]))))
         elif role == "tool":
             # SmolLM2 was not trained on a tool role: a labelled user turn reads as a tool result.
@@ -589,24 +592,3 @@ def _hash(text: str) -> str:
 
 def _turn(role: str, text: str) -> str:
     return f"<|im_start|>{role}\n{text}<|im_end|>\n"
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, list):
-        return "\n".join(
-            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return "" if content is None else str(content)
-
-
-def _arguments(raw: Any) -> Any:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw if raw is not None else {}
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -18,6 +18,7 @@ import httpx2
 
 from router.backends.base import BackendError, Generation, Prompt
 from router.backends.llama_cpp import decision_spans
+from router.messages import call_arguments, compact_json, content_text
 
 
 class OpenAICompatibleBackend:
@@ -100,7 +101,7 @@ def render_messages(prompt: Prompt) -> list[dict[str, str]]:
 
     for message in prompt.conversation:
         role = message.get("role", "user")
-        text = _content_text(message.get("content"))
+        text = content_text(message.get("content"))
         if role in ("system", "developer"):
             if text:
                 system_parts.append(text)
@@ -110,7 +111,9 @@ def render_messages(prompt: Prompt) -> list[dict[str, str]]:
                 function = call.get("function") or {}
                 name = str(function.get("name") or "")
                 tool_names[str(call.get("id") or "")] = name
-                calls.append(_compact({"name": name, "arguments": _arguments(function.get("arguments"))}))
+                calls.append(
+                    compact_json({"name": name, "arguments": call_arguments(function.get("arguments"))})
+                )
             add("assistant", "\n".join(filter(None, [text, *calls])))
         elif role == "tool":
             name = tool_names.get(str(message.get("tool_call_id") or ""), str(message.get("name") or "tool"))
@@ -173,26 +176,3 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, int | float) else None
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return "" if content is None else str(content)
-
-
-def _arguments(raw: Any) -> Any:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
-    return raw if raw is not None else {}
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
