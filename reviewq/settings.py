@@ -179,6 +179,8 @@ MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
 REVIEW_DEFAULT_EXPIRY_SECONDS = envint("REVIEW_DEFAULT_EXPIRY_SECONDS", "86400")
 # "fake" swaps every local model for the deterministic fake backend (tests, quick demos).
 REVIEWQ_MODEL_BACKEND = os.getenv("REVIEWQ_MODEL_BACKEND", "real")
+# How long the fake model takes to answer (crash tests, overhead benchmarks).
+FAKE_MODEL_DELAY_MS = envfloat("FAKE_MODEL_DELAY_MS", "0")
 # Remote models (the LLM tier, openai_compatible servers): per-call timeout and retries on 429/5xx.
 LLM_TIMEOUT_S = envfloat("LLM_TIMEOUT_S", "30")
 LLM_MAX_RETRIES = envint("LLM_MAX_RETRIES", "3")

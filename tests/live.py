@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def test_database_url() -> str:
+def subprocess_database_url() -> str:
     """The URL of the database the tests run on, for processes the tests start."""
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
@@ -60,7 +60,7 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
     port = _free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "REVIEWQ_MODEL_BACKEND": "fake",
         "REVIEWQ_EMBEDDED_WORKER": "true",
         "DEBUG": "false",

@@ -51,11 +51,14 @@ def _find_value(name: str, conversation_text: str, schema: dict[str, Any]) -> An
 class FakeBackend:
     scripted_outputs: ClassVar[deque[str]] = deque()
 
-    def __init__(self, name: str = "fake") -> None:
+    def __init__(self, name: str = "fake", *, delay_ms: float = 0) -> None:
         self.name = name
+        self.delay_ms = delay_ms
 
     def generate(self, prompt: Prompt) -> Generation:
         started = time.perf_counter()
+        if self.delay_ms:
+            time.sleep(self.delay_ms / 1000)  # stands in for a slow model (crash tests, benchmarks)
         if self.scripted_outputs:
             text = self.scripted_outputs.popleft()
         else:

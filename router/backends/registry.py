@@ -31,7 +31,7 @@ def get_backend(spec: ModelSpec) -> ModelBackend:
 
 def _load(spec: ModelSpec) -> ModelBackend:
     if spec.backend == "fake" or (spec.tier == "slm" and settings.REVIEWQ_MODEL_BACKEND == "fake"):
-        return FakeBackend(spec.name)
+        return FakeBackend(spec.name, delay_ms=settings.FAKE_MODEL_DELAY_MS)
     if spec.backend == "llama_cpp":
         from router.backends.llama_cpp import LlamaCppBackend
         from router.model_files import ModelFileNotFound, resolve_model_path
