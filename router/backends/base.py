@@ -40,7 +40,8 @@ class Generation:
     tokens_in: int
     tokens_out: int
     latency_ms: float
-    # Log-probabilities of the sampled tokens that carried a choice (not forced by the grammar).
+    # Log-probabilities of the chosen tokens that carried a choice (not forced by the grammar),
+    # each over the alternatives the grammar allowed there.
     decision_logprobs: list[float] = field(default_factory=list)
     prompt_text: str = ""
 
