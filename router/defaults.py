@@ -29,7 +29,8 @@ DEFAULT_MODELS: list[dict] = [
         "strengths": ["adjudication"],
         "price_input_per_mtok": Decimal("0.10"),
         "price_output_per_mtok": Decimal("0.40"),
-        "context_size": 8192,
+        # Verdict prompts are short; a small context keeps its KV cache (and the worker) small.
+        "context_size": 2048,
     },
     {
         "name": "claude-sonnet-4-6",
