@@ -11,6 +11,7 @@ from typing import Any
 
 # Unbounded strings let a small model ramble until max_tokens; a cap keeps answers short.
 DEFAULT_STRING_MAX_LENGTH = 64
+DEFAULT_ARRAY_MAX_ITEMS = 16
 
 
 def tool_function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +25,10 @@ def tool_parameters(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def bounded(schema: dict[str, Any], max_length: int = DEFAULT_STRING_MAX_LENGTH) -> dict[str, Any]:
-    """A copy of ``schema`` in which every string has a maxLength and objects are closed."""
+    """A copy of ``schema`` for decoding: strings and arrays are capped and objects are closed.
+
+    Only the grammar uses it; validation checks answers against the agent's own schema.
+    """
     schema = copy.deepcopy(schema)
 
     def visit(node: Any) -> None:
@@ -32,6 +36,9 @@ def bounded(schema: dict[str, Any], max_length: int = DEFAULT_STRING_MAX_LENGTH)
             node_type = node.get("type")
             if node_type == "string" and "maxLength" not in node and "enum" not in node:
                 node["maxLength"] = max_length
+            if node_type == "array" and "maxItems" not in node:
+                # Without a cap a small model can repeat items until max_tokens cuts the JSON.
+                node["maxItems"] = DEFAULT_ARRAY_MAX_ITEMS
             if node_type == "object" and "properties" in node:
                 node.setdefault("additionalProperties", False)
             for value in node.values():
