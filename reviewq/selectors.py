@@ -27,11 +27,12 @@ def request_get_for_agent(*, agent_key: AgentKey, request_id: str) -> Request:
 async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: int) -> Request:
     """The request once it is final, or as it stands after ``wait_ms``.
 
-    Polls the database, the source of truth, with a short backoff: the first checks are a few
-    milliseconds apart so a fast auto-release answers quickly.
+    Polls the database, the source of truth (pushes between processes are only hints).
     """
     deadline = time.monotonic() + wait_ms / 1000
-    delay = 0.003
+    # Polls about every 20 % of the time waited so far: a few milliseconds apart at first, so a
+    # fast auto-release is seen soon after it happens, and at most 50 ms apart later.
+    delay = 0.002
     while True:
         request = await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
         if request is None:
@@ -40,7 +41,7 @@ async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: i
         if request.status in FINAL_STATUSES or remaining <= 0:
             return request
         await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.1)
+        delay = min(delay * 1.2, 0.05)
 
 
 def review_items_pending(*, tag: str = "", group: str = "") -> QuerySet[ReviewItem]:
