@@ -50,11 +50,13 @@ from harness import (
     Client,
     CpuMeter,
     Profiler,
+    child_pids,
     epoch,
     free_port,
     json_field,
     machine,
     print_profile,
+    process_cpu_seconds,
     profile_report,
     request_body,
     stack,
@@ -126,11 +128,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             target = server.pid
             if worker is not None:
-                from harness import child_pids
-
                 target = (child_pids(worker.pid) or [worker.pid])[0]
             profiler = Profiler(target, st.data_dir / "profile.txt")
         cpu = CpuMeter()
+        cpu_pids = {"web": server.pid}
+        if worker is not None:
+            cpu_pids["worker child"] = (child_pids(worker.pid) or [worker.pid])[0]
+        cpu_before = {name: process_cpu_seconds(pid) for name, pid in cpu_pids.items()}
         started = time.monotonic()
         results = []
         for index in range(args.requests):
@@ -138,6 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if (index + 1) % 50 == 0:
                 print(f"  {index + 1}/{args.requests} ({time.monotonic() - started:.0f} s)")
         busy = cpu.busy_share()
+        cpu_ms = {
+            name: 1000 * (process_cpu_seconds(pid) - cpu_before[name]) / max(1, args.requests)
+            for name, pid in cpu_pids.items()
+        }
         if profiler is not None:
             profiler.stop()
         client.close()
@@ -152,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             probes[(record["kind"], record["key"].replace("-", ""))] = record
         report = analyse(args, warmups, results, rows, calls, probes)
         report["cpu_busy_share"] = busy
+        report["process_cpu_ms_per_request"] = cpu_ms
         report["still_working_after_run"] = still_working
         if profiler is not None:
             report["profile"] = profile_report(profiler.path)
@@ -330,6 +339,10 @@ def main() -> None:
     if report.get("profile"):
         print_profile(report["profile"], "py-spy profile of the pipeline process")
     print(f"CPU busy (all cores, other work included) during the run: {100 * report['cpu_busy_share']:.0f}%")
+    per_request = ", ".join(
+        f"{name} {ms:.0f} ms" for name, ms in report["process_cpu_ms_per_request"].items()
+    )
+    print(f"CPU time per request (user + system, all threads; models included): {per_request}")
     path = write_results(f"routine_latency-{args.mode}-{args.tools}", report)
     print(f"wrote {path.relative_to(path.parent.parent.parent)}")
 
