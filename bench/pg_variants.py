@@ -1,4 +1,4 @@
-"""Bench-only settings: reviewq.settings with PostgreSQL variants, to price a proposed change.
+"""Bench-only settings: reviewq.settings with variants (mostly PostgreSQL), to price a proposed change.
 
 Used as DJANGO_SETTINGS_MODULE=bench.pg_variants by bench/gateway_overhead.py ``--pg-variants``;
 the product's settings are untouched. BENCH_PG_VARIANT holds ``+``-joined names:
@@ -13,7 +13,11 @@ the product's settings are untouched. BENCH_PG_VARIANT holds ``+``-joined names:
   which makes a pool slower than no pool there;
 - ``async_commit``: ``synchronous_commit=off`` for the session: a commit no longer waits for the
   WAL flush (about 4 ms per commit on this machine's disk). An experiment that prices the
-  pipeline's many small commits, not a proposal to run this way globally.
+  pipeline's many small commits, not a proposal to run this way globally;
+- ``async_chain``: WhiteNoiseMiddleware left out of MIDDLEWARE. It is the one synchronous-only
+  middleware, so Django runs the whole chain in a thread (sync_to_async) and calls the async
+  views back on the event loop (async_to_sync) for every request. Static files are then not
+  served (the API benches do not need them); the product would serve them outside the chain.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import os
 
 from reviewq.settings import *  # noqa: F403
-from reviewq.settings import DATABASES
+from reviewq.settings import DATABASES, MIDDLEWARE
 
 _variants = set(os.getenv("BENCH_PG_VARIANT", "").replace(",", "+").split("+")) - {""}
 _worker = os.getenv("BENCH_PG_ROLE") == "worker"
@@ -35,3 +39,5 @@ elif "pool" in _variants:
 if "async_commit" in _variants:
     _options["options"] = "-c synchronous_commit=off"
 DATABASES["default"]["OPTIONS"] = _options
+if "async_chain" in _variants:
+    MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]

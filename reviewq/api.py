@@ -53,6 +53,9 @@ async def create_request(
     created, _ = await sync_to_async(services.request_create)(
         agent_key=agent_key, payload=body.payload(), idempotency_key=idempotency_key[:255]
     )
+    if not body.wait_ms:
+        # Nothing to wait for: answer from the row just written (no extra read, no thread hop).
+        return Status(201 if created.is_final else 202, created)
     final = await selectors.request_wait_final(
         agent_key=agent_key, request_id=created.id, wait_ms=body.wait_ms
     )
