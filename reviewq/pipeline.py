@@ -98,11 +98,13 @@ def run_pipeline(request_id: Any) -> None:
     task = task_spec_for(request)
     config = EscalationPolicy.for_task(task.task_type)
     outcome = _propose_with_slm(request, task, config)
+    decision: PolicyDecision | None = None  # computed once for the proposal that goes on
     if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
         decision = _decide(request, outcome)
         if decision.policy is not None and decision.policy.requires_llm:
             outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
             outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
+            decision = None
     if outcome.action is None:
         outcome = _escalate(request, task, config, outcome)
     if outcome.action is None:
@@ -124,7 +126,7 @@ def run_pipeline(request_id: Any) -> None:
         proposal=outcome.action,
     ):
         return
-    _apply_policy(request, outcome)
+    _apply_policy(request, outcome, decision or _decide(request, outcome))
 
 
 def task_spec_for(request: Request) -> TaskSpec:
@@ -393,10 +395,9 @@ def _pii_in(action: dict[str, Any]) -> list[PIIFinding]:
     return find_pii(action.get("data", action.get("content")), "$")
 
 
-def _apply_policy(request: Request, outcome: Outcome) -> None:
+def _apply_policy(request: Request, outcome: Outcome, decision: PolicyDecision) -> None:
     action = outcome.action
     assert action is not None
-    decision = _decide(request, outcome)
     trail = {
         "by": "policy",
         **decision.as_dict(),

@@ -64,9 +64,9 @@ def enqueue(*, kind: str, request: Request | None, event: str, url: str, payload
 
 def request_finished(request_id: Any) -> None:
     """After a request reaches a final state: tell its agent, if it asked for a callback."""
-    request = Request.objects.filter(id=request_id).first()
-    if request is None or not request.callback_url:
-        return
+    if not Request.objects.filter(id=request_id).exclude(callback_url="").exists():
+        return  # no callback asked for: the common case costs one indexed lookup, no row load
+    request = Request.objects.get(id=request_id)
     enqueue(
         kind=WebhookDelivery.Kind.CALLBACK,
         request=request,
