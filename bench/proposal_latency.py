@@ -80,6 +80,12 @@ def summary(label: str, values: list[float]) -> str:
 
 
 def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) -> None:
+    """Warm proposals with and without drafts of values copied from the conversation.
+
+    The two variants alternate call by call (a different order number each, so neither reuses
+    the other's user turn) and their answers are compared: a draft is only ever confirmed by
+    the model's own greedy choice, so the answers must agree.
+    """
     schema = tool_choice_schema(tools)
     validator = make_validator(schema)
     cold = backend.generate(make_prompt(tools, 2378156))  # the warm-up: evaluates the system prefix
@@ -87,11 +93,20 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
         f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in backend.last_stats.items()
     )
     print(f"cold call: {cold.latency_ms:.0f} ms ({stats}); tokens in {cold.tokens_in}, out {cold.tokens_out}")
-    results: list[Generation] = []
+    variants: dict[bool, list[Generation]] = {False: [], True: []}
+    decode_ms: dict[bool, list[float]] = {False: [], True: []}
+    numbers: dict[bool, list[int]] = {False: [], True: []}
     sources: Counter[str] = Counter()
     for run in range(runs):
-        results.append(backend.generate(make_prompt(tools, 2378160 + run)))
-        sources[backend.last_stats["prefix"]] += 1
+        for extended_drafts in (run % 2 == 0, run % 2 != 0):
+            backend.extended_drafts = extended_drafts
+            number = 2378160 + 2 * run + extended_drafts
+            variants[extended_drafts].append(backend.generate(make_prompt(tools, number)))
+            numbers[extended_drafts].append(number)
+            decode_ms[extended_drafts].append(backend.last_stats["decode_ms"])
+            sources[backend.last_stats["prefix"]] += 1
+    backend.extended_drafts = True
+    results = variants[True]
     parsed, valid, names = 0, 0, Counter[str]()
     for result in results:
         try:
@@ -102,10 +117,21 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
         names[str(answer.get("name"))] += 1
         if validator is not None and validator.is_valid(answer):
             valid += 1
+    labels = ((False, "forced-text drafts only"), (True, "+ drafts from earlier answers and copied values"))
+    for extended_drafts, label in labels:
+        latencies = [r.latency_ms for r in variants[extended_drafts]]
+        print(summary(f"warm proposals, {len(tools)} tools, {label}", latencies))
+        print(f"  decode only: median {statistics.median(decode_ms[extended_drafts]):.0f} ms")
+    before = statistics.median(r.latency_ms for r in variants[False])
+    after = statistics.median(r.latency_ms for r in variants[True])
+    # The same answer up to the order number each variant was asked about.
+    same = sum(
+        a.text.replace(str(na), "N") == b.text.replace(str(nb), "N")
+        for a, b, na, nb in zip(variants[False], variants[True], numbers[False], numbers[True], strict=True)
+    )
     print(
-        summary(
-            f"warm proposals, {len(tools)} tools (prefix {dict(sources)})", [r.latency_ms for r in results]
-        )
+        f"extended drafts: median {before:.0f} -> {after:.0f} ms (x{before / after:.2f}); "
+        f"same answers {same}/{runs}; prefix {dict(sources)}"
     )
     print(
         f"tokens in {statistics.median(r.tokens_in for r in results):.0f}, tokens out median "

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest
 from ninja import Header, Router, Status
 from ninja.security import HttpBearer
-from ninja.throttling import AuthRateThrottle
+from ninja.throttling import BaseThrottle
 
 from reviewq import selectors, services
 from reviewq.models import AgentKey, Request
@@ -19,21 +22,43 @@ class AgentKeyAuth(HttpBearer):
         return services.agent_key_authenticate(token)
 
 
-class AgentKeyThrottle(AuthRateThrottle):
+class AgentKeyThrottle(BaseThrottle):
     """A request budget per agent key (settings.API_RATE_LIMIT), shared by all web processes
-    when the cache is Redis. Over budget: 429 with Retry-After."""
+    when the cache is Redis. Over budget: 429 with Retry-After.
 
-    def __init__(self) -> None:
-        super().__init__(settings.API_RATE_LIMIT)
+    A sliding-window counter: one atomic increment of this window's count, plus the previous
+    window's count weighted by how much of it still overlaps the last ``duration`` seconds.
+    (Storing every request's timestamp, as ninja's throttles do, pickled a growing list through
+    the cache on each request.)
+    """
 
     def allow_request(self, request: HttpRequest) -> bool:
         # Read the budget per request, so a settings change needs no restart of the router.
-        self.rate = settings.API_RATE_LIMIT
-        self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request)
+        limit, duration = parse_rate(settings.API_RATE_LIMIT)
+        now = time.time()
+        window = int(now // duration)
+        key = f"throttle:agent-key:{_agent_key(request).pk}:"
+        try:
+            count = cache.incr(f"{key}{window}")
+        except ValueError:  # the window's first request (or a race with another one)
+            added = cache.add(f"{key}{window}", 1, timeout=2 * duration)
+            count = 1 if added else cache.incr(f"{key}{window}")
+        overlap = 1 - (now - window * duration) / duration
+        previous = cache.get(f"{key}{window - 1}", 0)
+        self._retry_after = duration - (now - window * duration)
+        return previous * overlap + count <= limit
 
-    def get_cache_key(self, request: HttpRequest) -> str:
-        return f"throttle_agent_key_{_agent_key(request).pk}"
+    def wait(self) -> float | None:
+        return max(1.0, getattr(self, "_retry_after", 1.0))
+
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"1000/s"`` -> (1000 requests, per 1 second); the unit is s, m, h or d (or a word)."""
+    count, _, unit = rate.partition("/")
+    return int(count), _RATE_UNITS[unit.strip()[:1].lower()]
 
 
 router = Router(tags=["requests"], auth=AgentKeyAuth(), throttle=AgentKeyThrottle())

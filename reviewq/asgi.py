@@ -6,6 +6,8 @@ import os
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reviewq.settings")
+# The web server pools its PostgreSQL connections (see DB_POOL in settings).
+os.environ.setdefault("DB_POOL", "true")
 
 from django.core.asgi import get_asgi_application
 
@@ -15,12 +17,16 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from reviewq.routing import websocket_urlpatterns  # noqa: E402
 
 protocol_router = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Static files (the review UI's CSS and JS, the admin's) are served here, outside
+        # Django's middleware: a sync-only static middleware would put every API call through a
+        # thread hop. Everything not under STATIC_URL goes straight to Django.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

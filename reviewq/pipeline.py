@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -40,7 +41,7 @@ from router.prompts import (
     parse_answer,
     task_type_of,
 )
-from router.routing import NoModelAvailable, choose_model
+from router.routing import NoModelAvailable, Route, choose_model
 from router.validators import ValidationIssue, issues_as_feedback
 from telemetry.models import ModelCall
 from telemetry.services import model_call_record, uncertainty_from_logprobs
@@ -82,22 +83,31 @@ class Outcome:
     uncertainty: float | None = None
 
 
-def run_pipeline(request_id: Any) -> None:
-    if not move_request(
-        request_id,
-        from_statuses=[RequestStatus.RECEIVED],
-        to_status=RequestStatus.ROUTING,
-        pipeline_runs=F("pipeline_runs") + 1,
-    ):
-        return  # another worker owns it, or it is already done: a redelivered task
-    try:
-        request = Request.objects.get(id=request_id)
-    except Request.DoesNotExist:
-        return  # deleted in the meantime (retention): nothing to do
+# Where a request stands once a model has proposed an action: the policy moves it on from here.
+PROPOSED = (RequestStatus.PROPOSING, RequestStatus.ESCALATED)
 
+
+def run_pipeline(request_id: Any) -> None:
+    request = Request.objects.filter(id=request_id, status=RequestStatus.RECEIVED).first()
+    if request is None:
+        return  # another worker owns it, it is already done (a redelivered task), or it is gone
     task = task_spec_for(request)
     config = EscalationPolicy.for_task(task.task_type)
-    outcome = _propose_with_slm(request, task, config)
+    # Routing reads only configuration, so it happens before the claim: the claim and the route
+    # are then one guarded UPDATE (each write is a commit on the hot path).
+    route, no_route = _route_slm(task)
+    if route:
+        request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
+    if not move_request(
+        request.id,
+        from_statuses=[RequestStatus.RECEIVED],
+        to_status=RequestStatus.PROPOSING if route else RequestStatus.ROUTING,
+        pipeline_runs=F("pipeline_runs") + 1,
+        **({"route": request.route} if route else {}),
+    ):
+        return  # lost the claim to another worker
+
+    outcome = _propose_with_slm(request, task, config, route) if route else no_route
     decision: PolicyDecision | None = None  # computed once for the proposal that goes on
     if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
         decision = _decide(request, outcome)
@@ -119,13 +129,6 @@ def run_pipeline(request_id: Any) -> None:
         _hold(request, reason=outcome.failure, trail=trail)
         return
     request.proposal = outcome.action
-    if not move_request(
-        request.id,
-        from_statuses=[RequestStatus.PROPOSING, RequestStatus.ESCALATED],
-        to_status=RequestStatus.VALIDATING,
-        proposal=outcome.action,
-    ):
-        return
     _apply_policy(request, outcome, decision or _decide(request, outcome))
 
 
@@ -154,23 +157,19 @@ def task_spec_for(request: Request) -> TaskSpec:
 # --- The small model ---
 
 
-def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy) -> Outcome:
-    first_prompt = build_prompt(task)
+def _route_slm(task: TaskSpec) -> tuple[Route | None, Outcome]:
+    """The small model for ``task``, or None and the outcome that sends the request up the ladder."""
     try:
         route = choose_model(
-            task.task_type, prompt_tokens=estimate_tokens(first_prompt), tier=ModelSpec.Tier.SLM
+            task.task_type, prompt_tokens=estimate_tokens(build_prompt(task)), tier=ModelSpec.Tier.SLM
         )
     except NoModelAvailable as exc:
         trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
-        return Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
-    request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
-    if not move_request(
-        request.id,
-        from_statuses=[RequestStatus.ROUTING],
-        to_status=RequestStatus.PROPOSING,
-        route=request.route,
-    ):
-        return Outcome(None, failure="", trigger="lost")
+        return None, Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
+    return route, Outcome(None)
+
+
+def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy, route: Route) -> Outcome:
     backend, error = _backend(request, route.model)
     if backend is None:
         return Outcome(None, trigger=Trigger.BACKEND_ERROR, failure=error)
@@ -275,8 +274,6 @@ def _too_uncertain(generation: Generation, config: EscalationPolicy) -> bool:
 
 def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: Outcome) -> Outcome:
     """The LLM rung: the whole conversation, the SLM's failed attempts and their errors."""
-    if slm.trigger == "lost":
-        return slm
     if not config.trigger_enabled(slm.trigger):
         slm.failure += f" (escalation on {slm.trigger} is switched off for {task.task_type})"
         return slm
@@ -408,13 +405,15 @@ def _apply_policy(request: Request, outcome: Outcome, decision: PolicyDecision) 
         # Kinds and places only: the values stay in the action, not copied into more records.
         "pii_found": [{"kind": f.kind, "path": f.path} for f in _pii_in(action)],
     }
+    # The proposal is written by the same UPDATE that moves the request on: one write per step.
     if decision.decision == RiskPolicy.Decision.AUTO:
-        _release(request, RequestStatus.VALIDATING, action, trail)
+        _release(request, PROPOSED, action, trail)
     elif decision.decision == RiskPolicy.Decision.BLOCK:
         move_request(
             request.id,
-            from_statuses=[RequestStatus.VALIDATING],
+            from_statuses=PROPOSED,
             to_status=RequestStatus.DENIED,
+            proposal=action,
             decision=trail,
         )
     elif decision.decision == RiskPolicy.Decision.ADJUDICATE:
@@ -423,11 +422,14 @@ def _apply_policy(request: Request, outcome: Outcome, decision: PolicyDecision) 
         _hold(request, reason=decision.reason, decision=decision, trail=trail)
 
 
-def _release(request: Request, from_status: str, action: dict[str, Any], trail: dict[str, Any]) -> None:
+def _release(
+    request: Request, from_statuses: Iterable[str], action: dict[str, Any], trail: dict[str, Any]
+) -> None:
     move_request(
         request.id,
-        from_statuses=[from_status],
+        from_statuses=from_statuses,
         to_status=RequestStatus.RELEASED,
+        proposal=request.proposal,
         action=action,
         decision=trail,
     )
@@ -440,7 +442,7 @@ def _adjudicate(
     policy = decision.policy
     assert policy is not None
     if not move_request(
-        request.id, from_statuses=[RequestStatus.VALIDATING], to_status=RequestStatus.ADJUDICATING
+        request.id, from_statuses=PROPOSED, to_status=RequestStatus.ADJUDICATING, proposal=action
     ):
         return
     verdict = adjudicate(request, action, policy_reason=decision.reason, tier=policy.adjudicator_tier)
@@ -449,7 +451,7 @@ def _adjudicate(
         verdict.verdict == "approve"
         and policy.on_adjudicator_approve == RiskPolicy.AdjudicatorApprove.RELEASE
     ):
-        _release(request, RequestStatus.ADJUDICATING, action, {**trail, "decision": "adjudicated"})
+        _release(request, [RequestStatus.ADJUDICATING], action, {**trail, "decision": "adjudicated"})
     elif verdict.verdict == "reject" and policy.on_adjudicator_reject == RiskPolicy.AdjudicatorReject.DENY:
         move_request(
             request.id,
@@ -489,10 +491,10 @@ def _hold(
                 RequestStatus.ROUTING,
                 RequestStatus.PROPOSING,
                 RequestStatus.ESCALATED,
-                RequestStatus.VALIDATING,
                 RequestStatus.ADJUDICATING,
             ],
             to_status=RequestStatus.AWAITING_REVIEW,
+            proposal=request.proposal,
             decision=trail,
         ):
             return

@@ -9,8 +9,12 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from reviewq import finality
 from reviewq.errors import ApplicationError
 from reviewq.models import FINAL_STATUSES, AgentKey, Request, ReviewItem
+
+# How often a waiter re-reads its request without an announcement (one lost in transit).
+WAIT_REREAD_SECONDS = 0.5
 
 
 def request_get_for_agent(*, agent_key: AgentKey, request_id: str) -> Request:
@@ -27,21 +31,23 @@ def request_get_for_agent(*, agent_key: AgentKey, request_id: str) -> Request:
 async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: int) -> Request:
     """The request once it is final, or as it stands after ``wait_ms``.
 
-    Polls the database, the source of truth (pushes between processes are only hints).
+    Waits for the announcement that the request is final (reviewq.finality), then reads the
+    row, the source of truth; a slow re-read covers an announcement that never arrives.
     """
     deadline = time.monotonic() + wait_ms / 1000
-    # Polls about every 20 % of the time waited so far: a few milliseconds apart at first, so a
-    # fast auto-release is seen soon after it happens, and at most 50 ms apart later.
-    delay = 0.002
-    while True:
-        request = await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
-        if request is None:
-            raise ApplicationError("not_found", f"no request {request_id} for this key", status=404)
-        remaining = deadline - time.monotonic()
-        if request.status in FINAL_STATUSES or remaining <= 0:
-            return request
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.2, 0.05)
+    with finality.waiting_for(request_id) as announced:
+        while True:
+            announced.clear()  # before the read: an announcement after it still wakes the wait
+            request = await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
+            if request is None:
+                raise ApplicationError("not_found", f"no request {request_id} for this key", status=404)
+            remaining = deadline - time.monotonic()
+            if request.status in FINAL_STATUSES or remaining <= 0:
+                return request
+            try:
+                await asyncio.wait_for(announced.wait(), timeout=min(remaining, WAIT_REREAD_SECONDS))
+            except TimeoutError:
+                pass
 
 
 def review_items_pending(*, tag: str = "", group: str = "") -> QuerySet[ReviewItem]:

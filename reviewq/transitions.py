@@ -38,8 +38,9 @@ def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: st
         status=to_status, **fields
     )
     if updated and to_status in FINAL_STATUSES:
-        from reviewq import webhooks
+        from reviewq import finality, webhooks
 
+        finality.announce_on_commit(request_id)
         # The agent's callback is written in the same transaction as the final state.
         webhooks.request_finished(request_id)
     return updated == 1

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,13 @@ from router.messages import call_arguments, compact_json, content_text
 GRAMMAR_CACHE_SIZE = 16
 _SHORTLIST = 64  # top tokens checked against the grammar before masking the whole vocabulary
 PREFIX_CACHE_SIZE = 8
+ANSWER_MEMORY = 4  # recent answers per output schema, kept as drafts for the next ones
 
 # The grammar converter lets a single optional space around JSON punctuation; every space the
 # model emits is a decoded token, so the grammar admits compact JSON only.
 _SPACE_RULE = re.compile(r"^space ::= .*$", re.MULTILINE)
 # Scalars of compact JSON: strings (possibly cut off by max_tokens), numbers, literals.
+_CHAT_MARKER = re.compile(r"<\|im_(?:start|end)\|>")
 _JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null')
 
 
@@ -112,6 +114,7 @@ class LlamaCppBackend:
         n_threads: int | None = None,
         prefix_cache_size: int = PREFIX_CACHE_SIZE,
         n_gpu_layers: int = 0,
+        extended_drafts: bool = True,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -134,6 +137,9 @@ class LlamaCppBackend:
         except Exception as exc:  # llama-cpp raises ValueError, but a bad file can raise anything
             raise BackendError(f"could not load model {path}: {exc}") from exc
         self.model_path = path
+        # Drafts from earlier answers and from the conversation (see _draft), besides the text
+        # the schema forces; switched off only to measure what they save.
+        self.extended_drafts = extended_drafts
         self.n_ctx = n_ctx
         self._ctx = self._llama._ctx.ctx
         self._vocab = self._llama._model.vocab
@@ -147,6 +153,7 @@ class LlamaCppBackend:
         self._prefix_tokens: OrderedDict[str, list[int]] = OrderedDict()
         self._piece_cache: dict[int, bytes] = {}
         self._prompt_evaluated = 0  # prompt tokens of the last call, evaluated in batches
+        self._batches = 0  # model evaluations in the current decode
         # One reusable full-vocabulary candidate array for the (rare) full grammar mask.
         self._full = np.zeros(
             self._n_vocab,
@@ -177,7 +184,8 @@ class LlamaCppBackend:
             try:
                 prefix_source, evaluated = self._prefill(prefix_text, prefix, tokens)
                 prefilled = time.perf_counter()
-                text, n_out, logprobs = self._decode(grammar, prompt)
+                copy_source = _CHAT_MARKER.sub("\n", rest_text)
+                text, n_out, logprobs = self._decode(grammar, prompt, copy_source=copy_source)
             except BackendError:
                 raise
             except Exception as exc:  # a failed decode leaves the cache unknown: start clean next time
@@ -190,6 +198,8 @@ class LlamaCppBackend:
                 "prompt_tokens_evaluated": evaluated,
                 "prefill_ms": (prefilled - started) * 1000,
                 "decode_ms": (finished - prefilled) * 1000,
+                # Model evaluations while decoding: one per token without drafts, fewer with.
+                "decode_batches": self._batches,
             }
             return Generation(
                 text=text,
@@ -296,20 +306,26 @@ class LlamaCppBackend:
         grammar.reset()
         return grammar
 
-    def _decode(self, grammar: _Grammar, prompt: Prompt) -> tuple[str, int, list[float]]:
-        """Greedy decoding under the grammar, with the schema's forced text as a draft.
+    def _decode(
+        self, grammar: _Grammar, prompt: Prompt, copy_source: str = ""
+    ) -> tuple[str, int, list[float]]:
+        """Greedy decoding under the grammar, with drafts of the text that is likely next.
 
-        Text the schema forces is tokenized and evaluated as one batch (logits at every
-        position), then each draft token is kept only while it is the model's own greedy
-        choice, so the answer is what token-by-token greedy decoding gives (up to float
-        rounding: batched and single-token evaluation can flip a near-tie). Feeding forced text
-        blindly cut the model's usual tokens ('{' '"' where the tokenizer says '{"') and made
-        SmolLM2 answer empty argument values.
+        A draft is the text the schema forces, or the rest of a string value the model has
+        started to copy from ``copy_source`` (the conversation: order ids, emails, names). It is
+        tokenized and evaluated as one batch (logits at every position), then each draft token
+        is kept only while it is the model's own greedy choice, so the answer is what
+        token-by-token greedy decoding gives (up to float rounding: batched and single-token
+        evaluation can flip a near-tie). Feeding forced text blindly cut the model's usual
+        tokens ('{' '"' where the tokenizer says '{"') and made SmolLM2 answer empty argument
+        values.
         """
         llama = self._llama
+        self._batches = 0
         out = bytearray()
         # (byte start, byte end, logprob) of every token; None where the grammar left no choice.
         spans: list[tuple[int, int, float | None]] = []
+        generated: list[int] = []
         draft: list[int] = []  # evaluated draft tokens not yet confirmed by the model
         index = -1  # where the logits for the next token are in the last batch
         while len(spans) < prompt.max_tokens:
@@ -317,10 +333,12 @@ class LlamaCppBackend:
             if token < 0 or self._lib.llama_vocab_is_eog(self._vocab, token):
                 break  # no way forward under the grammar, or the model is done
             grammar.accept(token)
+            generated.append(token)
             piece = self._piece(token)
             spans.append((len(out), len(out) + len(piece), logprob))
             out += piece
             if b"}" in piece and _complete_json(out):
+                grammar.remember(generated)
                 break  # the grammar would only allow end-of-text now: skip decoding it
             if draft:
                 if token == draft[0]:
@@ -329,13 +347,12 @@ class LlamaCppBackend:
                     continue
                 # The model chose otherwise: drop the rest of the draft from the cache.
                 llama.n_tokens -= len(draft)
-                draft = []
-            else:
-                draft = self._draft(grammar, out, token, prompt.max_tokens - len(spans))
-                if draft:
-                    index = 0
-                    continue
+            draft = self._draft(grammar, out, generated, prompt.max_tokens - len(spans), copy_source)
+            if draft:
+                index = 0
+                continue
             llama.eval([token])
+            self._batches += 1
             index = -1
         text = out.decode("utf-8", errors="replace")
         return text, len(spans), _decision_logprobs(text, spans)
@@ -368,26 +385,62 @@ class LlamaCppBackend:
         top = float(allowed.max())
         return token, float(logits[token]) - top - math.log(float(np.exp(allowed - top).sum()))
 
-    def _draft(self, grammar: _Grammar, out: bytearray, token: int, budget: int) -> list[int]:
-        """Evaluate ``token`` plus the text the schema forces next in one batch; return the draft.
+    def _draft(
+        self, grammar: _Grammar, out: bytearray, generated: list[int], budget: int, copy_source: str = ""
+    ) -> list[int]:
+        """Evaluate the last generated token plus the text likely next in one batch; return the
+        draft (the tokens after that one). The batch carries logits at every position so each
+        draft token can be checked as it comes.
 
-        The draft is kept only when the model's own ``token`` is its first token. The batch
-        carries logits at every position so each draft token can be checked as it comes.
+        Three guesses, best first: how the model went on from here in its last answers to this
+        schema (in its own tokens, so it agrees with itself more than a re-tokenization does);
+        the text the schema forces (tokenized from before the last token, kept only when that
+        token is its first); the rest of a value being copied from the conversation.
         """
-        before = out[: len(out) - len(self._piece(token))].decode("utf-8", errors="ignore")
-        forced = grammar.forced_text(before)
-        if not forced or budget < 2:
+        if budget < 2:
             return []
-        tokens = self._tokenize(forced)[:budget]
-        if len(tokens) < 2 or tokens[0] != token:
+        token = generated[-1]
+        recalled = grammar.recalled(generated, self._piece, out) if self.extended_drafts else []
+        tokens = [token, *recalled]
+        if len(tokens) < 2:
+            before = out[: len(out) - len(self._piece(token))].decode("utf-8", errors="ignore")
+            forced = grammar.forced_text(before)
+            if forced:
+                tokens = self._tokenize(forced)
+                if tokens[0] != token:
+                    return []
+            elif self.extended_drafts:
+                tokens = [
+                    token,
+                    *self._copied_rest(out.decode("utf-8", errors="ignore"), copy_source, grammar),
+                ]
+        tokens = tokens[:budget]
+        if len(tokens) < 2:
             return []
         llama = self._llama
         llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
         llama._batch.set_batch(batch=tokens, n_past=llama.n_tokens, logits_all=True)
         llama._ctx.decode(llama._batch)
+        self._batches += 1
         llama.input_ids[llama.n_tokens : llama.n_tokens + len(tokens)] = tokens
         llama.n_tokens += len(tokens)
         return tokens[1:]
+
+    def _copied_rest(self, text: str, source: str, grammar: _Grammar) -> list[int]:
+        """A draft for a string value the model is copying from the conversation (ids, emails,
+        names): the rest of it as found in ``source``, then, when the whole value was found, its
+        closing quote and what follows, as the model wrote them before (else as the schema
+        forces them)."""
+        typed = _open_string_value(text)
+        if not typed or not source:
+            return []
+        rest, whole = _copied_value_rest(typed, source)
+        if not whole:
+            return self._tokenize(rest) if rest else []
+        closing = grammar.recalled_closing(text, self._piece)
+        if closing:
+            return [*(self._tokenize(rest) if rest else []), *closing]
+        return self._tokenize(rest + '"' + grammar.forced_text(text + rest + '"'))
 
     def _piece(self, token: int) -> bytes:
         piece = self._piece_cache.get(token)
@@ -417,6 +470,60 @@ class _Grammar:
         if not self._pristine:
             raise BackendError("llama.cpp rejected the grammar built from the output schema")
         self._plans = _tool_plans(schema)
+        self._answers: deque[tuple[int, ...]] = deque(maxlen=ANSWER_MEMORY)
+
+    def remember(self, tokens: list[int]) -> None:
+        """Keep a finished answer's tokens as a draft for the next answers to this schema."""
+        self._answers.append(tuple(tokens))
+
+    def recalled_closing(self, text: str, piece: Any) -> list[int]:
+        """How a remembered answer closed the string value ``text`` ends inside, in its tokens.
+
+        For an answer that reads like ``text`` up to this value's opening quote: its tokens from
+        the one that starts with the value's closing quote (the model writes '"}' where a
+        tokenizer says '"' '}}'), up to the next value's content.
+        """
+        typed = _open_string_value(text)
+        if typed is None:
+            return []
+        head = text[: len(text) - len(typed)]  # up to and including the opening quote
+        for answer in reversed(self._answers):
+            offsets, answer_text = [], ""
+            for token in answer:
+                offsets.append(len(answer_text))
+                answer_text += piece(token).decode("utf-8", errors="ignore")
+            if not answer_text.startswith(head):
+                continue
+            end = _value_end(answer_text, len(head) - 1)
+            if end is None or end - 1 not in offsets:
+                continue
+            return self._until_value(list(answer[offsets.index(end - 1) :]), piece, answer_text[: end - 1])
+        return []
+
+    def recalled(self, generated: list[int], piece: Any, out: bytearray) -> list[int]:
+        """How the remembered answers that began like ``generated`` went on, as far as they agree.
+
+        With one such answer, only up to the start of a string value's content: its values (an
+        order id) are the request's own, unlike the structure around them.
+        """
+        n = len(generated)
+        following = [
+            answer[n:] for answer in self._answers if len(answer) > n and list(answer[:n]) == generated
+        ]
+        if not following:
+            return []
+        if len(following) > 1:
+            return list(_shared_start(following))
+        return self._until_value(list(following[0]), piece, out.decode("utf-8", errors="ignore"))
+
+    @staticmethod
+    def _until_value(tokens: list[int], piece: Any, text: str) -> list[int]:
+        """``tokens`` written after ``text``, up to the first that types a string value's content."""
+        for index, token in enumerate(tokens):
+            text += piece(token).decode("utf-8", errors="ignore")
+            if _open_string_value(text):
+                return tokens[:index]
+        return tokens
 
     def reset(self) -> None:
         # A fresh clone of the untouched sampler: llama_sampler_reset re-parses the whole
@@ -504,6 +611,71 @@ class _Grammar:
         return _forced_segment(segments, text)
 
 
+# Where a value copied from the conversation most likely ends: a quote, whitespace, or
+# punctuation that ends a sentence or clause.
+_COPY_END = re.compile(r'["\\\s]|[.,;:!?)\]}](?=\s|$)')
+_COPY_MAX_CHARS = 64  # argument strings are capped at 64 characters (router.schemas)
+
+
+def _copied_value_rest(typed: str, source: str) -> tuple[str, bool]:
+    """Where ``typed`` appears in ``source``: the text that follows it there up to a natural end,
+    and whether every such place agrees (several that disagree give only their common part)."""
+    at_word_start: set[str] = set()
+    anywhere: set[str] = set()
+    start = source.find(typed)
+    while start >= 0 and len(anywhere) < 16:
+        following = source[start + len(typed) : start + len(typed) + _COPY_MAX_CHARS]
+        end = _COPY_END.search(following)
+        rest = following[: end.start()] if end else following
+        anywhere.add(rest)
+        if start == 0 or not source[start - 1].isalnum():
+            at_word_start.add(rest)
+        start = source.find(typed, start + 1)
+    candidates = at_word_start or anywhere
+    if not candidates:
+        return "", False
+    if len(candidates) == 1:
+        return candidates.pop(), True
+    return _shared_start(sorted(candidates)), False
+
+
+def _open_string_value(text: str) -> str | None:
+    """What ``text`` (compact JSON being written) has typed of the string value it ends inside.
+
+    None when it ends outside a string, inside an object key, or after an escape (copying
+    would have to re-escape the source text).
+    """
+    stack: list[str] = []
+    expecting_key = in_string = is_key = escaped = False
+    start = 0
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string, start = True, index + 1
+            is_key = expecting_key and bool(stack) and stack[-1] == "{"
+        elif char in "{[":
+            stack.append(char)
+            expecting_key = char == "{"
+        elif char in "}]":
+            if stack:
+                stack.pop()
+            expecting_key = False
+        elif char == ",":
+            expecting_key = bool(stack) and stack[-1] == "{"
+        elif char == ":":
+            expecting_key = False
+    if not in_string or is_key:
+        return None
+    typed = text[start:]
+    return None if "\\" in typed else typed
+
+
 def _forced_segment(segments: list[str | None], text: str) -> str:
     """The rest of the literal segment ``text`` stops inside (None segments are free values)."""
     position = 0
@@ -575,6 +747,15 @@ def _tool_plans(schema: dict[str, Any]) -> dict[str, list[str] | None] | None:
         closed = arguments.get("additionalProperties") is False and "patternProperties" not in arguments
         plans[name["const"]] = keys if closed and set(arguments.get("required") or []) == set(keys) else None
     return plans or None
+
+
+def _shared_start(sequences: list[Any]) -> Any:
+    """The longest start that all ``sequences`` (strings or token tuples) share."""
+    shortest = min(sequences, key=len)
+    for index, token in enumerate(shortest):
+        if any(sequence[index] != token for sequence in sequences):
+            return shortest[:index]
+    return shortest
 
 
 def _decision_logprobs(text: str, spans: list[tuple[int, int, float | None]]) -> list[float]:
