@@ -17,13 +17,15 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+
+from reviewq.redis_connection import shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,10 @@ RECONNECT_SECONDS = 1.0
 _lock = threading.Lock()
 _waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
 _listener: threading.Thread | None = None
+# Requests announced lately, so a waiter that registers after the announcement (the pipeline can
+# finish before the API call that created the request starts waiting) is woken at once.
+_recent: OrderedDict[str, None] = OrderedDict()
+RECENT_SIZE = 4096
 
 
 def announce_on_commit(request_id: Any) -> None:
@@ -46,19 +52,22 @@ def announce(request_id: str) -> None:
     if _wake_local(request_id) or not settings.REDIS_URL:
         return
     try:
-        _redis().publish(CHANNEL, request_id)
+        shared_redis().publish(CHANNEL, request_id)
     except Exception:  # a hint only: the waiters' slow re-read still sees the final state
         logger.warning("could not publish that request %s is final", request_id, exc_info=True)
 
 
 @contextmanager
 def waiting_for(request_id: Any) -> Iterator[asyncio.Event]:
-    """An event set when ``request_id`` is announced final. Register before reading the row:
-    an announcement between the read and the wait then still wakes the waiter."""
+    """An event set when ``request_id`` is announced final (already set if it was announced
+    lately). Register before reading the row: an announcement between the read and the wait
+    then still wakes the waiter."""
     key = str(request_id)
     entry = (asyncio.get_running_loop(), asyncio.Event())
     with _lock:
         _waiters.setdefault(key, []).append(entry)
+        if key in _recent:
+            entry[1].set()
     if settings.REDIS_URL:
         ensure_listener()
     try:
@@ -83,6 +92,9 @@ def ensure_listener() -> None:
 
 def _wake_local(request_id: str) -> bool:
     with _lock:
+        _recent[request_id] = None
+        if len(_recent) > RECENT_SIZE:
+            _recent.popitem(last=False)
         entries = list(_waiters.get(request_id, ()))
     for loop, event in entries:
         try:
@@ -95,7 +107,7 @@ def _wake_local(request_id: str) -> bool:
 def _listen() -> None:
     while True:
         try:
-            with _redis().pubsub(ignore_subscribe_messages=True) as pubsub:
+            with shared_redis().pubsub(ignore_subscribe_messages=True) as pubsub:
                 pubsub.subscribe(CHANNEL)
                 for message in pubsub.listen():
                     if isinstance(message.get("data"), bytes):
@@ -103,10 +115,3 @@ def _listen() -> None:
         except Exception:
             logger.warning("the finality listener lost Redis; reconnecting", exc_info=True)
         time.sleep(RECONNECT_SECONDS)
-
-
-@cache
-def _redis() -> Any:
-    import redis
-
-    return redis.Redis.from_url(settings.REDIS_URL)

@@ -413,6 +413,7 @@ def _apply_policy(request: Request, outcome: Outcome, decision: PolicyDecision) 
             request.id,
             from_statuses=PROPOSED,
             to_status=RequestStatus.DENIED,
+            known_callback_url=request.callback_url,
             proposal=action,
             decision=trail,
         )
@@ -429,6 +430,7 @@ def _release(
         request.id,
         from_statuses=from_statuses,
         to_status=RequestStatus.RELEASED,
+        known_callback_url=request.callback_url,
         proposal=request.proposal,
         action=action,
         decision=trail,
@@ -457,6 +459,7 @@ def _adjudicate(
             request.id,
             from_statuses=[RequestStatus.ADJUDICATING],
             to_status=RequestStatus.DENIED,
+            known_callback_url=request.callback_url,
             decision={**trail, "decision": "adjudicated"},
         )
     else:

@@ -39,9 +39,24 @@ _DESCRIPTION_TAGS = [
         ),
     ),
     ("destructive", re.compile(r"\b(delet|remov|cancel|destroy|drop|wipe|terminat|revok)\w*", re.I)),
-    ("pii", re.compile(r"\b(address|phone|e-?mail|birth|passport|ssn|social security|personal)\w*", re.I)),
-    ("external_comm", re.compile(r"\b(send|email|sms|message|notify|post to|transfer to)\b", re.I)),
+    (
+        "external_comm",
+        re.compile(
+            r"\b(send|sms|message|notify|post to|transfer to)\b"
+            r"|\be-?mail(?:s|ed|ing)?\s+(?:the|a|an|to|them|him|her|users?|customers?|clients?)\b",
+            re.I,
+        ),
+    ),
 ]
+# Personal data is a risk to change or pass on, not to look something up by ("find user by email").
+_PII_NOUN = re.compile(r"\b(address|phone|e-?mail|birth|passport|ssn|social security|personal)\w*", re.I)
+_WRITE_VERB = re.compile(
+    r"\b(?:modif(?:y|ies|ied|ying)|updat(?:e|es|ed|ing)|chang(?:e|es|ed|ing)|set(?:s|ting)?"
+    r"|edit(?:s|ed|ing)?|add(?:s|ed|ing)?|creat(?:e|es|ed|ing)|writ(?:e|es|ing)|stor(?:e|es|ed|ing)"
+    r"|sav(?:e|es|ed|ing)|register(?:s|ed|ing)?|delet(?:e|es|ed|ing)|remov(?:e|es|ed|ing)"
+    r"|export(?:s|ed|ing)?|shar(?:e|es|ed|ing)|send(?:s|ing)?|sent|submit(?:s|ted|ting)?)\b",
+    re.I,
+)
 
 
 @dataclass
@@ -74,7 +89,15 @@ class PolicyDecision:
 
 def description_tags(description: str) -> set[str]:
     """Risk tags an agent's own tool description reveals (they only ever add to ops' tags)."""
-    return {tag for tag, pattern in _DESCRIPTION_TAGS if pattern.search(description or "")}
+    description = description or ""
+    tags = {tag for tag, pattern in _DESCRIPTION_TAGS if pattern.search(description)}
+    if _PII_NOUN.search(description) and _WRITE_VERB.search(description):
+        tags.add("pii")
+    return tags
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
 def policy_matches(policy: RiskPolicy, call: CallContext, tags: set[str], pii_kinds: list[str]) -> str | None:
@@ -122,7 +145,10 @@ def decide_call(
     """The decision for one tool call."""
     pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
     tool = tools.get(call.name)
-    inferred = description_tags(call.agent_description)
+    # Ops tagged a registered tool having read its description: the agent's copy of that same
+    # description reveals nothing new. Any other wording is read for risks ops did not tag.
+    reviewed = tool is not None and _same_text(call.agent_description, tool.description)
+    inferred = set() if reviewed else description_tags(call.agent_description)
     if tool is None:
         return PolicyDecision(
             RiskPolicy.Decision.HUMAN,

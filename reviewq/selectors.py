@@ -32,22 +32,23 @@ async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: i
     """The request once it is final, or as it stands after ``wait_ms``.
 
     Waits for the announcement that the request is final (reviewq.finality), then reads the
-    row, the source of truth; a slow re-read covers an announcement that never arrives.
+    row, the source of truth; a slow re-read covers an announcement that never arrives. Called
+    right after the request was created, so it waits before its first read.
     """
     deadline = time.monotonic() + wait_ms / 1000
     with finality.waiting_for(request_id) as announced:
         while True:
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(announced.wait(), timeout=max(0, min(remaining, WAIT_REREAD_SECONDS)))
+            except TimeoutError:
+                pass
             announced.clear()  # before the read: an announcement after it still wakes the wait
             request = await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
             if request is None:
                 raise ApplicationError("not_found", f"no request {request_id} for this key", status=404)
-            remaining = deadline - time.monotonic()
-            if request.status in FINAL_STATUSES or remaining <= 0:
+            if request.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return request
-            try:
-                await asyncio.wait_for(announced.wait(), timeout=min(remaining, WAIT_REREAD_SECONDS))
-            except TimeoutError:
-                pass
 
 
 def review_items_pending(*, tag: str = "", group: str = "") -> QuerySet[ReviewItem]:

@@ -16,10 +16,19 @@ from django.utils import timezone
 from reviewq.models import FINAL_STATUSES, Request, RequestStatus
 
 
-def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: str, **fields: Any) -> bool:
+def move_request(
+    request_id: Any,
+    *,
+    from_statuses: Iterable[str],
+    to_status: str,
+    known_callback_url: str | None = None,
+    **fields: Any,
+) -> bool:
     """Move the request to ``to_status`` if it is in one of ``from_statuses``. True if it moved.
 
     Final states are final: asking to move out of one is a programming error, refused loudly.
+    ``known_callback_url``: the request's callback URL when the caller has the row already
+    (saves looking it up on a final move); None when unknown.
     """
     from_statuses = list(from_statuses)
     leaving_final = FINAL_STATUSES.intersection(from_statuses)
@@ -42,5 +51,5 @@ def move_request(request_id: Any, *, from_statuses: Iterable[str], to_status: st
 
         finality.announce_on_commit(request_id)
         # The agent's callback is written in the same transaction as the final state.
-        webhooks.request_finished(request_id)
+        webhooks.request_finished(request_id, callback_url=known_callback_url)
     return updated == 1

@@ -62,8 +62,13 @@ def enqueue(*, kind: str, request: Request | None, event: str, url: str, payload
     transaction.on_commit(lambda: _send_soon(delivery.id))
 
 
-def request_finished(request_id: Any) -> None:
-    """After a request reaches a final state: tell its agent, if it asked for a callback."""
+def request_finished(request_id: Any, *, callback_url: str | None = None) -> None:
+    """After a request reaches a final state: tell its agent, if it asked for a callback.
+
+    ``callback_url`` is the request's, when the caller knows it (None: look it up).
+    """
+    if callback_url == "":
+        return  # the caller knows none was asked for
     if not Request.objects.filter(id=request_id).exclude(callback_url="").exists():
         return  # no callback asked for: the common case costs one indexed lookup, no row load
     request = Request.objects.get(id=request_id)

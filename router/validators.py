@@ -175,13 +175,21 @@ def _numbers_in(text: str) -> set[float]:
     return found
 
 
+# Arguments whose name says they identify someone or something: their value must come from the
+# conversation even without a digit or an "@" (a 135M model invents 'user_bry_email_bry...').
+_IDENTIFIER_KEY = re.compile(
+    r"(?:^|[._])(?:\w+_)?(?:ids?|email|e_mail|phone|zip|zip_code|iban|sku)(?:\[\d+\])?$"
+)
+
+
 def validate_grounding(
     arguments: Any, conversation: list[dict[str, Any]], parameters: dict[str, Any] | None = None
 ) -> list[ValidationIssue]:
     """Identifiers, emails and amounts in ``arguments`` must occur in the conversation.
 
     A string needs evidence when it holds a digit or an ``@`` (IDs, emails, zip codes, phone
-    numbers); a number when it is not a small integer. Comparison ignores case and separators,
+    numbers) or when its argument's name says it is one (``user_id``, ``email``); a number when
+    it is not a small integer. Comparison ignores case and separators,
     so ``#W2378156`` matches ``w2378156``. Values the tool's own schema names (enums, defaults)
     are grounded by the schema.
     """
@@ -192,7 +200,8 @@ def validate_grounding(
     issues = []
     for path, value in _iter_values(arguments, "$.arguments"):
         if isinstance(value, str):
-            if not any(ch.isdigit() for ch in value) and "@" not in value:
+            looks_like_an_id = any(ch.isdigit() for ch in value) or "@" in value
+            if not looks_like_an_id and not _IDENTIFIER_KEY.search(path):
                 continue
             compact = _SEPARATORS.sub("", value.lower())
             if not compact or compact in compact_evidence or f'"{value.lower()}"' in schema_text:

@@ -49,7 +49,9 @@ def test_an_announcement_for_another_request_does_not_wake_the_waiter() -> None:
 def test_a_lost_announcement_is_covered_by_the_reread(agent: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(selectors, "WAIT_REREAD_SECONDS", 0.05)
     key, _ = agent
-    request = Request.objects.create(agent_key=key, body_sha256="x", messages=[], status=RequestStatus.PROPOSING)
+    request = Request.objects.create(
+        agent_key=key, body_sha256="x", messages=[], status=RequestStatus.PROPOSING
+    )
 
     def finish_without_announcing() -> None:
         time.sleep(0.2)
@@ -85,7 +87,11 @@ def test_a_worker_process_announcement_reaches_a_waiting_web_process() -> None:
             deadline = time.monotonic() + 10
             while not client.pubsub_numsub(finality.CHANNEL)[0][1] and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)  # the listener thread is subscribing
-            env = {**os.environ, "DJANGO_SETTINGS_MODULE": "reviewq.settings", "REDIS_URL": settings.REDIS_URL}
+            env = {
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "reviewq.settings",
+                "REDIS_URL": settings.REDIS_URL,
+            }
             subprocess.run([sys.executable, "-c", worker], env=env, check=True, timeout=60)
             await asyncio.wait_for(announced.wait(), timeout=10)
 

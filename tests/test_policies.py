@@ -148,6 +148,22 @@ def test_the_agents_description_can_raise_risk_but_never_lower_it(config: None) 
     assert decide_action([harmless]).decision == "human"
 
 
+def test_the_description_ops_registered_adds_nothing(config: None) -> None:
+    """Ops tagged the tool having read its description; the agent sending that same text (as
+    agents do) must not turn a read-only lookup into a held one."""
+    tool = ToolSpec.objects.get(name="get_order_details")
+    tool.description = "Get the status and details of an order, then email the customer."
+    tool.save()
+    same = CallContext(
+        name="get_order_details", arguments={"order_id": ORDER}, agent_description=tool.description.upper()
+    )
+    assert decide_action([same]).decision == "auto"
+    reworded = CallContext(
+        name="get_order_details", arguments={"order_id": ORDER}, agent_description="Email the customer."
+    )
+    assert decide_action([reworded]).decision == "human"
+
+
 def test_an_unbounded_auto_policy_cannot_release_a_payment(config: None) -> None:
     RiskPolicy.objects.create(name="Release everything", priority=0, decision="auto")
     call = CallContext(
@@ -191,7 +207,11 @@ def test_a_disabled_tool_is_unknown(config: None) -> None:
         ("Delete the user's account.", {"destructive"}),
         ("Update the shipping address.", {"pii"}),
         ("Send an email to the customer.", {"external_comm", "pii"}),
+        ("Email the customer a copy of the receipt.", {"external_comm"}),
         ("Look up the weather.", set()),
+        # Looking someone up by a personal detail neither changes nor sends it.
+        ("Find user id by email. If the user is not found, return an error.", set()),
+        ("Get the details of a user, including their address.", set()),
     ],
 )
 def test_description_tags(description: str, tags: set[str]) -> None:

@@ -51,6 +51,19 @@ def test_invented_values_fail_with_their_path() -> None:
     ]
 
 
+def test_identifier_arguments_need_evidence_even_without_digits() -> None:
+    # A 135M model fills an email argument with words; the argument's name says it identifies.
+    invented = {"email": "find_user_id_bry_email_bry", "user_id": "sofia_rossi", "item_ids": ["lamp"]}
+    issues = validate_grounding(invented, CONVERSATION)
+    assert [issue.path for issue in issues] == [
+        "$.arguments.email",
+        "$.arguments.user_id",
+        "$.arguments.item_ids[0]",
+    ]
+    # Free text without digits needs none, whatever it says.
+    assert validate_grounding({"reason": "no longer needed", "valid": "yes"}, CONVERSATION) == []
+
+
 def test_schema_values_are_grounded_by_the_schema() -> None:
     parameters = {"type": "object", "properties": {"plan": {"enum": ["tier-2024"]}}}
     assert validate_grounding({"plan": "tier-2024"}, CONVERSATION, parameters) == []
