@@ -21,6 +21,12 @@ RETAIL_RISK_TAGS: dict[str, list[str]] = {
     "transfer_to_human_agents": ["external_comm"],
 }
 
+# Business rules on the demo tools: a wrong tool called with the conversation's only identifier
+# (the 135M model looks orders up "by email" with the order id) fails validation and is retried.
+RETAIL_RULES: dict[str, list[dict[str, str]]] = {
+    "find_user_id_by_email": [{"condition": '"@" in email', "message": "email must be an email address"}],
+}
+
 DEFAULT_POLICIES: list[dict] = [
     {
         "name": "Hold money, personal data and destructive changes",
@@ -54,6 +60,7 @@ def seed_retail_tools() -> int:
                 "description": function.get("description", ""),
                 "parameters": function.get("parameters", {}),
                 "risk_tags": RETAIL_RISK_TAGS.get(function["name"], ["read"]),
+                "rules": RETAIL_RULES.get(function["name"], []),
             },
         )
         created += was_created

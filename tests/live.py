@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,20 @@ def subprocess_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
-    port = _free_port()
-    env = {
+@contextmanager
+def running_server(**env: str) -> Iterator[str]:
+    """uvicorn serving reviewq on a free port against the test database; yields its URL.
+
+    ``env`` overrides the environment (the default: fake model, embedded worker).
+    """
+    port = free_port()
+    environment = {
         **os.environ,
         "DATABASE_URL": subprocess_database_url(),
         "REVIEWQ_MODEL_BACKEND": "fake",
@@ -66,28 +71,14 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
+        **env,
     }
     log = ARTIFACTS / f"live-server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "uvicorn", "reviewq.asgi:application"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]
     with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "reviewq.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--lifespan",
-                "on",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -106,6 +97,12 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+@pytest.fixture(scope="module")
+def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    with running_server() as url:
+        yield url
 
 
 def chromium_path() -> str:
