@@ -33,13 +33,18 @@ protocol_router = ProtocolTypeRouter(
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The protocol router, plus the server's lifespan: the embedded mode starts its scheduler."""
+    """The protocol router, plus the server's lifespan: the embedded mode starts its scheduler, and
+    with Redis the listener for final-state announcements starts."""
     if scope["type"] != "lifespan":
         await protocol_router(scope, receive, send)
         return
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if settings.REDIS_URL:
+                from reviewq.finality import ensure_listener
+
+                ensure_listener()  # subscribed before the first wait_ms caller arrives
             if settings.EMBEDDED_WORKER:
                 from reviewq.embedded import start_scheduler
 
