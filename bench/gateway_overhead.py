@@ -9,9 +9,7 @@ retail tools; ``overhead = end-to-end wall time at the client - the model's own 
 sum of the request's ModelCall.latency_ms). Each mode runs twice: a clean pass (plain uvicorn /
 celery: the headline figures) and a pass under bench/probe.py that splits the time (intake,
 queueing, routing, validation, database, respond: see routine_latency.py for the definitions).
-``--profile`` adds py-spy profiles of the web process (and the worker) during the probe pass;
-``--wait-notify`` makes the embedded probe pass wait on an event instead of polling (a prototype
-in bench/probe.py), so clean and probe passes compare the two.
+``--profile`` adds py-spy profiles of the web process (and the worker) during the probe pass.
 
 - ``embedded``: uvicorn alone, SQLite, pipeline in the web process's thread pool;
 - ``services``: uvicorn + a Celery worker (prefork, concurrency 1), PostgreSQL, Redis.
@@ -160,7 +158,7 @@ def analyse_overhead(st: Stack, results: list[dict[str, Any]], with_probe: bool)
             item["before request_create"] = (intake["t_enter"] - result["sent"]) * 1000
         wait = probes.get(("wait", key))
         if wait:
-            item["wait polls"] = float(wait["counts"].get("db", 0))
+            item["wait reads"] = float(wait["counts"].get("db", 0))
             item["after wait"] = (result["received"] - wait["t_exit"]) * 1000
         items.append(item)
     # The last pass's auth spans (the probe file also holds earlier passes' warm-ups).
@@ -200,7 +198,7 @@ def print_overhead(mode: str, clean: dict[str, Any], probed: dict[str, Any]) -> 
         *CATEGORIES,
         "respond",
         "after wait",
-        "wait polls",
+        "wait reads",
     ]
     rows = [
         (name, p[name]["p50"], p[name]["p95"], p[name]["mean"]) for name in order if p.get(name, {}).get("n")
@@ -484,11 +482,6 @@ def main() -> None:
         "settings), or bench/pg_variants.py's pool, async_commit, pool+async_commit",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the servers")
-    parser.add_argument(
-        "--wait-notify",
-        action="store_true",
-        help="embedded probe pass: wait_ms waits on an event (bench/probe.py prototype) instead of polling",
-    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]
@@ -510,9 +503,7 @@ def main() -> None:
             database="postgres" if services else "sqlite",
             redis=services,
             keep=args.keep,
-            extra_env=pg_env(variant)
-            if services
-            else ({"BENCH_WAIT_NOTIFY": "1"} if args.wait_notify else {}),
+            extra_env=pg_env(variant) if services else {},
         ) as st:
             key = st.seed()
             clean_results, clean_extra = overhead_pass(st, key, args, probe=False, label="clean")

@@ -550,10 +550,10 @@ COMPONENTS = [
     ("pipeline", "run_pipeline (reviewq/pipeline.py)"),
     ("intake: request_create", "request_create ("),
     ("auth: key lookup", "agent_key_authenticate ("),
-    ("wait: polling", "request_wait_final ("),
+    ("wait: final state", "request_wait_final ("),
     # The async view's ORM calls run in the request's sync thread, whose stack does not show the
-    # coroutine that awaits them: QuerySet.first there is the waiter's poll (auth and intake match above).
-    ("wait: polling", "QuerySet.first ("),
+    # coroutine that awaits them: QuerySet.first there is the waiter's read (auth and intake match above).
+    ("wait: final state", "QuerySet.first ("),
     ("push to reviewers", "push_item_added ("),
     ("scheduler (embedded)", "_loop (reviewq/embedded.py)"),
     ("ninja: throttle", "_check_throttles ("),

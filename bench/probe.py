@@ -26,8 +26,6 @@ categories of a span add up to its wall time:
 - ``other``: the rest of ``run_pipeline`` (state moves' Python side, ORM object building, ...).
 
 With BENCH_PROBE_SQL=1 each span also lists its SQL statements (first words) with their times.
-With BENCH_WAIT_NOTIFY=1 (embedded mode), ``wait_ms`` waits on an event instead of polling: a
-prototype that prices that proposal (see ``_notify_waiters``).
 
 The wrappers cost about a microsecond each (a context-variable read and two perf_counter calls).
 """
@@ -172,65 +170,6 @@ def _record_statements() -> None:
     CursorWrapper.execute = recorded  # type: ignore[method-assign,assignment]
 
 
-def _notify_waiters() -> None:
-    """BENCH_WAIT_NOTIFY=1 (embedded mode only): a prototype of an event-driven ``wait_ms``.
-
-    Instead of polling the database (3 ms backoff x1.5, capped at 100 ms), the waiter reads the
-    row once, then sleeps on an asyncio.Event that the pipeline's thread sets (through
-    ``call_soon_threadsafe``, after commit) when ``move_request`` reaches a final state, then
-    reads the row again. Bench code only: it prices the proposal; the product is unchanged.
-    """
-    import asyncio
-
-    from django.db import transaction
-
-    from reviewq import selectors, webhooks
-    from reviewq.errors import ApplicationError
-    from reviewq.models import FINAL_STATUSES, Request
-
-    waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-    lock = threading.Lock()
-
-    def wake(request_id: Any) -> None:
-        with lock:
-            entries = waiters.get(str(request_id).replace("-", ""), [])
-            for loop, event in entries:
-                loop.call_soon_threadsafe(event.set)
-
-    finished = webhooks.request_finished
-
-    def request_finished(request_id: Any) -> None:
-        finished(request_id)
-        transaction.on_commit(lambda: wake(request_id))
-
-    webhooks.request_finished = request_finished  # type: ignore[assignment]
-
-    async def request_wait_final(*, agent_key: Any, request_id: Any, wait_ms: int) -> Any:
-        key = str(request_id).replace("-", "")
-        event = asyncio.Event()
-        entry = (asyncio.get_running_loop(), event)
-        with lock:
-            waiters.setdefault(key, []).append(entry)
-        try:
-            request = await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
-            if request is None:
-                raise ApplicationError("not_found", f"no request {request_id} for this key", status=404)
-            if request.status in FINAL_STATUSES or wait_ms <= 0:
-                return request
-            try:
-                await asyncio.wait_for(event.wait(), wait_ms / 1000)
-            except TimeoutError:
-                pass
-            return await Request.objects.filter(id=request_id, agent_key=agent_key).afirst()
-        finally:
-            with lock:
-                waiters[key].remove(entry)
-                if not waiters[key]:
-                    del waiters[key]
-
-    selectors.request_wait_final = request_wait_final  # type: ignore[assignment]
-
-
 def install() -> None:
     import django
 
@@ -256,8 +195,6 @@ def install() -> None:
     for name in ("parse_answer", "_confidence", "_too_uncertain", "_decide", "_pii_in"):
         _patch(pipeline, name, "validation")
     _patch(pipeline, "model_call_record", "telemetry")
-    if os.environ.get("BENCH_WAIT_NOTIFY"):
-        _notify_waiters()
     _patch(alerts, "page_if_nobody_watching", "alerts")
     _patch(webhooks, "request_finished", "webhook")
     _patch(FakeBackend, "generate", "model")

@@ -31,8 +31,8 @@ The split of a released request's end-to-end time (all on one wall clock):
 - ``routing``, ``model``, ``validation``, ``db``, ``telemetry``, ``other``: exclusive time inside
                  ``run_pipeline`` (see bench/probe.py); ``model`` agrees with the sum of the
                  ModelCall rows' ``latency_ms`` (shown as ``model (rows)``);
-- ``respond``    response received - pipeline end: the waiter's next poll (3 ms backoff x1.5,
-                 capped at 100 ms), serialising, HTTP.
+- ``respond``    response received - pipeline end: the final-state announcement waking the
+                 waiter (reviewq/finality.py), its read of the row, serialising, HTTP.
 
 Without the probe (``--no-probe``), the split comes from the rows alone: intake as above,
 ``pipeline`` = finished_at - created_at - model, ``respond`` = received - finished_at.
@@ -82,10 +82,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options["extra_env"] = {}
     if args.model_threads:
         options["extra_env"]["MODEL_THREADS"] = str(args.model_threads)
-    if args.wait_notify:
-        if services or not args.probe:
-            raise SystemExit("--wait-notify is an embedded-mode prototype inside bench/probe.py")
-        options["extra_env"]["BENCH_WAIT_NOTIFY"] = "1"
     with stack(f"routine_{args.mode}", **options) as st:
         key = st.seed()
         port = free_port()
@@ -328,11 +324,6 @@ def main() -> None:
         "--no-probe", dest="probe", action="store_false", help="servers without bench/probe.py"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the pipeline's process during the run")
-    parser.add_argument(
-        "--wait-notify",
-        action="store_true",
-        help="embedded: wait_ms waits on an event set by the pipeline (bench/probe.py prototype), not polls",
-    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     args = parser.parse_args()
     report = run(args)
