@@ -95,6 +95,7 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
     print(f"cold call: {cold.latency_ms:.0f} ms ({stats}); tokens in {cold.tokens_in}, out {cold.tokens_out}")
     variants: dict[bool, list[Generation]] = {False: [], True: []}
     decode_ms: dict[bool, list[float]] = {False: [], True: []}
+    batches: dict[bool, list[int]] = {False: [], True: []}
     numbers: dict[bool, list[int]] = {False: [], True: []}
     sources: Counter[str] = Counter()
     for run in range(runs):
@@ -104,6 +105,7 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
             variants[extended_drafts].append(backend.generate(make_prompt(tools, number)))
             numbers[extended_drafts].append(number)
             decode_ms[extended_drafts].append(backend.last_stats["decode_ms"])
+            batches[extended_drafts].append(backend.last_stats["decode_batches"])
             sources[backend.last_stats["prefix"]] += 1
     backend.extended_drafts = True
     results = variants[True]
@@ -121,7 +123,10 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
     for extended_drafts, label in labels:
         latencies = [r.latency_ms for r in variants[extended_drafts]]
         print(summary(f"warm proposals, {len(tools)} tools, {label}", latencies))
-        print(f"  decode only: median {statistics.median(decode_ms[extended_drafts]):.0f} ms")
+        print(
+            f"  decode only: median {statistics.median(decode_ms[extended_drafts]):.0f} ms in "
+            f"{statistics.median(batches[extended_drafts]):.0f} model evaluations"
+        )
     before = statistics.median(r.latency_ms for r in variants[False])
     after = statistics.median(r.latency_ms for r in variants[True])
     # The same answer up to the order number each variant was asked about.
@@ -144,6 +149,28 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
     print(
         f"example: {results[0].text}  decision logprobs {[round(x, 2) for x in results[0].decision_logprobs]}"
     )
+
+
+def batch_cost(backend: LlamaCppBackend, runs: int = 7) -> None:
+    """What one model evaluation costs by batch size, after a 700-token context: the price of a
+    draft (every token of a batch, with logits at each position) against one token at a time."""
+    llama = backend._llama
+    tokens = list(llama.tokenize(b"hello world " * 400, add_bos=False))[:724]
+    llama.reset()
+    llama.eval(tokens[:700])
+    costs = []
+    for size in (1, 8, 24):
+        times = []
+        for _ in range(runs):
+            llama._ctx.kv_cache_seq_rm(-1, 700, -1)
+            started = time.perf_counter()
+            llama._batch.set_batch(batch=tokens[700 : 700 + size], n_past=700, logits_all=True)
+            llama._ctx.decode(llama._batch)
+            times.append((time.perf_counter() - started) * 1000)
+        median = statistics.median(times)
+        costs.append(f"{size} token{'s' if size > 1 else ''} {median:.0f} ms ({median / size:.1f} ms/token)")
+    llama.reset()
+    print("one model evaluation by batch size: " + ", ".join(costs))
 
 
 def alternating(
@@ -191,6 +218,7 @@ def main() -> None:
     backend = LlamaCppBackend(model, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
     print(f"model loaded in {(time.perf_counter() - started) * 1000:.0f} ms: {model.name}")
     proposals(backend, tools, args.runs)
+    batch_cost(backend)
     del backend
     if args.alt_runs:
         alternating(model, tools, args.alt_runs, args.threads, args.gpu_layers)

@@ -278,10 +278,12 @@ def analyse(
         prefill = summary([c["prefill_ms"] for c in llama])
         decode = summary([c["decode_ms"] for c in llama])
         evaluated = summary([c["prompt_tokens_evaluated"] for c in llama])
+        batches = summary([c.get("decode_batches", 0) for c in llama])
         sources = Counter(c["prefix"] for c in llama)
         print(
             f"llama.cpp per call: prefill p50 {prefill['p50']:.0f} ms, decode p50 {decode['p50']:.0f} ms "
-            f"(p95 {decode['p95']:.0f}), prompt tokens evaluated p50 {evaluated['p50']:.0f}, "
+            f"(p95 {decode['p95']:.0f}) in {batches['p50']:.0f} model evaluations (p50), "
+            f"prompt tokens evaluated p50 {evaluated['p50']:.0f}, "
             f"prefix {dict(sources)}"
         )
     tools_chosen = Counter(r["tool"] for r in [*released, *held])

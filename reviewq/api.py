@@ -33,6 +33,8 @@ class AgentKeyThrottle(BaseThrottle):
     the cache on each request.)
     """
 
+    _retry_after = 1.0  # seconds to the end of the current window, set by allow_request
+
     def allow_request(self, request: HttpRequest) -> bool:
         # Read the budget per request, so a settings change needs no restart of the router.
         limit, duration = parse_rate(settings.API_RATE_LIMIT)
@@ -45,7 +47,7 @@ class AgentKeyThrottle(BaseThrottle):
         return previous * overlap + count <= limit
 
     def wait(self) -> float | None:
-        return max(1.0, getattr(self, "_retry_after", 1.0))
+        return max(1.0, self._retry_after)
 
 
 def _count_request(current: str, previous: str, *, ttl: int) -> tuple[int, int]:

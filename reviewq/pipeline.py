@@ -431,7 +431,7 @@ def _release(
         from_statuses=from_statuses,
         to_status=RequestStatus.RELEASED,
         known_callback_url=request.callback_url,
-        proposal=request.proposal,
+        proposal=action,
         action=action,
         decision=trail,
     )

@@ -189,8 +189,8 @@ def validate_grounding(
 
     A string needs evidence when it holds a digit or an ``@`` (IDs, emails, zip codes, phone
     numbers) or when its argument's name says it is one (``user_id``, ``email``); a number when
-    it is not a small integer. Comparison ignores case and separators,
-    so ``#W2378156`` matches ``w2378156``. Values the tool's own schema names (enums, defaults)
+    it is not a small integer. Comparison ignores case and separators, so ``#W2378156``
+    matches ``w2378156``. Values the tool's own schema names (enums, defaults)
     are grounded by the schema.
     """
     evidence = conversation_evidence(conversation)

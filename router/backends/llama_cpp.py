@@ -47,8 +47,9 @@ ANSWER_MEMORY = 4  # recent answers per output schema, kept as drafts for the ne
 # The grammar converter lets a single optional space around JSON punctuation; every space the
 # model emits is a decoded token, so the grammar admits compact JSON only.
 _SPACE_RULE = re.compile(r"^space ::= .*$", re.MULTILINE)
-# Scalars of compact JSON: strings (possibly cut off by max_tokens), numbers, literals.
+# ChatML markers, blanked out of the conversation text that values are copied from.
 _CHAT_MARKER = re.compile(r"<\|im_(?:start|end)\|>")
+# Scalars of compact JSON: strings (possibly cut off by max_tokens), numbers, literals.
 _JSON_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null')
 
 
@@ -311,14 +312,13 @@ class LlamaCppBackend:
     ) -> tuple[str, int, list[float]]:
         """Greedy decoding under the grammar, with drafts of the text that is likely next.
 
-        A draft is the text the schema forces, or the rest of a string value the model has
-        started to copy from ``copy_source`` (the conversation: order ids, emails, names). It is
-        tokenized and evaluated as one batch (logits at every position), then each draft token
-        is kept only while it is the model's own greedy choice, so the answer is what
-        token-by-token greedy decoding gives (up to float rounding: batched and single-token
-        evaluation can flip a near-tie). Feeding forced text blindly cut the model's usual
-        tokens ('{' '"' where the tokenizer says '{"') and made SmolLM2 answer empty argument
-        values.
+        A draft (see ``_draft``: earlier answers, the text the schema forces, a value being
+        copied from ``copy_source``, the conversation) is evaluated as one batch (logits at
+        every position), then each draft token is kept only while it is the model's own greedy
+        choice, so the answer is what token-by-token greedy decoding gives (up to float
+        rounding: batched and single-token evaluation can flip a near-tie). Feeding forced text
+        blindly cut the model's usual tokens ('{' '"' where the tokenizer says '{"') and made
+        SmolLM2 answer empty argument values.
         """
         llama = self._llama
         self._batches = 0
@@ -437,7 +437,7 @@ class LlamaCppBackend:
         rest, whole = _copied_value_rest(typed, source)
         if not whole:
             return self._tokenize(rest) if rest else []
-        closing = grammar.recalled_closing(text, self._piece)
+        closing = grammar.recalled_closing(text, typed, self._piece)
         if closing:
             return [*(self._tokenize(rest) if rest else []), *closing]
         return self._tokenize(rest + '"' + grammar.forced_text(text + rest + '"'))
@@ -476,16 +476,14 @@ class _Grammar:
         """Keep a finished answer's tokens as a draft for the next answers to this schema."""
         self._answers.append(tuple(tokens))
 
-    def recalled_closing(self, text: str, piece: Any) -> list[int]:
-        """How a remembered answer closed the string value ``text`` ends inside, in its tokens.
+    def recalled_closing(self, text: str, typed: str, piece: Any) -> list[int]:
+        """How a remembered answer closed the string value ``text`` ends inside (``typed`` of it
+        so far), in its tokens.
 
         For an answer that reads like ``text`` up to this value's opening quote: its tokens from
         the one that starts with the value's closing quote (the model writes '"}' where a
         tokenizer says '"' '}}'), up to the next value's content.
         """
-        typed = _open_string_value(text)
-        if typed is None:
-            return []
         head = text[: len(text) - len(typed)]  # up to and including the opening quote
         for answer in reversed(self._answers):
             offsets, answer_text = [], ""
