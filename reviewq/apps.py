@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class ReviewqConfig(AppConfig):
     name = "reviewq"
     verbose_name = "Review queue"
+
+    def ready(self) -> None:
+        from reviewq.configuration import connect_signals
+
+        connect_signals()

@@ -14,6 +14,8 @@ from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
 
+from router.models import ConfigModel
+
 
 class AgentKey(models.Model):
     """A bearer key for the API. Only its SHA-256 is stored.
@@ -124,7 +126,7 @@ class Request(models.Model):
         return self.status in FINAL_STATUSES
 
 
-class ToolSpec(models.Model):
+class ToolSpec(ConfigModel):
     """A tool ops know about, with the risk tags that policies match on."""
 
     class RiskTag(models.TextChoices):
@@ -154,7 +156,7 @@ class ToolSpec(models.Model):
         return self.name
 
 
-class RiskPolicy(models.Model):
+class RiskPolicy(ConfigModel):
     """A deterministic rule: which actions it matches, and what happens to them."""
 
     class Decision(models.TextChoices):

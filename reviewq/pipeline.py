@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from reviewq import alerts, audit, live
 from reviewq.adjudication import adjudicate
-from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy, ToolSpec
+from reviewq.configuration import Configuration, current_configuration, stamp_subquery
+from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy
 from reviewq.policies import PolicyDecision, calls_of, decide_action
 from reviewq.transitions import move_request
 from router.backends.base import BackendError, Generation
@@ -88,14 +89,20 @@ PROPOSED = (RequestStatus.PROPOSING, RequestStatus.ESCALATED)
 
 
 def run_pipeline(request_id: Any) -> None:
-    request = Request.objects.filter(id=request_id, status=RequestStatus.RECEIVED).first()
+    request = (
+        Request.objects.filter(id=request_id, status=RequestStatus.RECEIVED)
+        .annotate(config_stamp=stamp_subquery())
+        .first()
+    )
     if request is None:
         return  # another worker owns it, it is already done (a redelivered task), or it is gone
-    task = task_spec_for(request)
-    config = EscalationPolicy.for_task(task.task_type)
+    # Ops' configuration, from this process's snapshot unless the stamp read with the row changed.
+    configuration = current_configuration(request.config_stamp)
+    task = task_spec_for(request, configuration)
+    escalation = configuration.escalation_for(task.task_type)
     # Routing reads only configuration, so it happens before the claim: the claim and the route
     # are then one guarded UPDATE (each write is a commit on the hot path).
-    route, no_route = _route_slm(task)
+    route, no_route = _route_slm(task, configuration)
     if route:
         request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
     if not move_request(
@@ -107,16 +114,16 @@ def run_pipeline(request_id: Any) -> None:
     ):
         return  # lost the claim to another worker
 
-    outcome = _propose_with_slm(request, task, config, route) if route else no_route
+    outcome = _propose_with_slm(request, task, escalation, route) if route else no_route
     decision: PolicyDecision | None = None  # computed once for the proposal that goes on
     if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
-        decision = _decide(request, outcome)
+        decision = _decide(request, outcome, configuration)
         if decision.policy is not None and decision.policy.requires_llm:
             outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
             outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
             decision = None
     if outcome.action is None:
-        outcome = _escalate(request, task, config, outcome)
+        outcome = _escalate(request, task, escalation, outcome, configuration)
     if outcome.action is None:
         trail = {
             "by": "pipeline",
@@ -129,18 +136,19 @@ def run_pipeline(request_id: Any) -> None:
         _hold(request, reason=outcome.failure, trail=trail)
         return
     request.proposal = outcome.action
-    _apply_policy(request, outcome, decision or _decide(request, outcome))
+    _apply_policy(request, outcome, decision or _decide(request, outcome, configuration))
 
 
-def task_spec_for(request: Request) -> TaskSpec:
+def task_spec_for(request: Request, configuration: Configuration | None = None) -> TaskSpec:
+    """What the models are asked to do for ``request``, with the business rules of its tools."""
     task_type, reason = task_type_of(
         hint=request.task_type,
         tools=request.tools,
         response_schema=request.response_schema,
         labels=request.labels,
     )
-    names = [tool["function"]["name"] for tool in request.tools]
-    rules = dict(ToolSpec.objects.filter(enabled=True, name__in=names).values_list("name", "rules"))
+    configuration = configuration or current_configuration()
+    tools = configuration.tools_named(tool["function"]["name"] for tool in request.tools)
     return TaskSpec(
         task_type=task_type,
         messages=request.messages,
@@ -149,7 +157,7 @@ def task_spec_for(request: Request) -> TaskSpec:
         labels=request.labels,
         parallel_tool_calls=request.parallel_tool_calls,
         output_format=request.output_format,
-        rules={name: list(r or []) for name, r in rules.items()},
+        rules={name: list(tool.rules or []) for name, tool in tools.items()},
         task_type_reason=reason,
     )
 
@@ -157,11 +165,14 @@ def task_spec_for(request: Request) -> TaskSpec:
 # --- The small model ---
 
 
-def _route_slm(task: TaskSpec) -> tuple[Route | None, Outcome]:
+def _route_slm(task: TaskSpec, configuration: Configuration) -> tuple[Route | None, Outcome]:
     """The small model for ``task``, or None and the outcome that sends the request up the ladder."""
     try:
         route = choose_model(
-            task.task_type, prompt_tokens=estimate_tokens(build_prompt(task)), tier=ModelSpec.Tier.SLM
+            task.task_type,
+            prompt_tokens=estimate_tokens(build_prompt(task)),
+            tier=ModelSpec.Tier.SLM,
+            models=configuration.models,
         )
     except NoModelAvailable as exc:
         trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
@@ -169,18 +180,20 @@ def _route_slm(task: TaskSpec) -> tuple[Route | None, Outcome]:
     return route, Outcome(None)
 
 
-def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy, route: Route) -> Outcome:
+def _propose_with_slm(
+    request: Request, task: TaskSpec, escalation: EscalationPolicy, route: Route
+) -> Outcome:
     backend, error = _backend(request, route.model)
     if backend is None:
         return Outcome(None, trigger=Trigger.BACKEND_ERROR, failure=error)
-    if task.task_type == TOOL_USE and config.classify_intent:
+    if task.task_type == TOOL_USE and escalation.classify_intent:
         out_of_scope = _out_of_scope(request, task, route.model, backend)
         if out_of_scope:
             return Outcome(None, trigger=Trigger.OUT_OF_SCOPE, failure=out_of_scope)
 
     outcome = Outcome(None, tier=route.model.tier, model=route.model.name)
     feedback = ""
-    attempts = 1 + config.max_slm_retries
+    attempts = 1 + escalation.max_slm_retries
     for attempt in range(1, attempts + 1):
         purpose = ModelCall.Purpose.PROPOSE if attempt == 1 else ModelCall.Purpose.RETRY
         try:
@@ -198,11 +211,11 @@ def _propose_with_slm(request: Request, task: TaskSpec, config: EscalationPolicy
         trigger = ""
         if issues:
             trigger = Trigger.VALIDATION_FAILED
-        elif _too_uncertain(generation, config):
+        elif _too_uncertain(generation, escalation):
             trigger = Trigger.UNCERTAINTY
             outcome.attempts[-1].note = (
                 f"uncertainty {uncertainty_from_logprobs(generation.decision_logprobs) or {}} is above the "
-                f"threshold {config.uncertainty_threshold}"
+                f"threshold {escalation.uncertainty_threshold}"
             )
         model_call_record(
             request_id=request.id,
@@ -262,19 +275,21 @@ def _confidence(generation: Generation) -> float | None:
     return math.exp(min(generation.decision_logprobs))
 
 
-def _too_uncertain(generation: Generation, config: EscalationPolicy) -> bool:
-    if config.uncertainty_threshold is None:
+def _too_uncertain(generation: Generation, escalation: EscalationPolicy) -> bool:
+    if escalation.uncertainty_threshold is None:
         return False
     uncertainty = uncertainty_from_logprobs(generation.decision_logprobs)
-    return uncertainty is not None and uncertainty["score"] > config.uncertainty_threshold
+    return uncertainty is not None and uncertainty["score"] > escalation.uncertainty_threshold
 
 
 # --- The large model ---
 
 
-def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: Outcome) -> Outcome:
+def _escalate(
+    request: Request, task: TaskSpec, escalation: EscalationPolicy, slm: Outcome, configuration: Configuration
+) -> Outcome:
     """The LLM rung: the whole conversation, the SLM's failed attempts and their errors."""
-    if not config.trigger_enabled(slm.trigger):
+    if not escalation.trigger_enabled(slm.trigger):
         slm.failure += f" (escalation on {slm.trigger} is switched off for {task.task_type})"
         return slm
     if not move_request(
@@ -284,7 +299,12 @@ def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: O
     ):
         return Outcome(None, trigger="lost")
     try:
-        route = choose_model(task.task_type, prompt_tokens=estimate_tokens(build_prompt(task)), tier="llm")
+        route = choose_model(
+            task.task_type,
+            prompt_tokens=estimate_tokens(build_prompt(task)),
+            tier=ModelSpec.Tier.LLM,
+            models=configuration.models,
+        )
     except NoModelAvailable as exc:
         return Outcome(
             None,
@@ -299,7 +319,7 @@ def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: O
         )
 
     attempts = list(slm.attempts)
-    for attempt in range(1, config.max_llm_attempts + 1):
+    for attempt in range(1, escalation.max_llm_attempts + 1):
         prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
         try:
             generation = backend.generate(prompt)
@@ -330,8 +350,8 @@ def _escalate(request: Request, task: TaskSpec, config: EscalationPolicy, slm: O
     return Outcome(
         None,
         trigger=Trigger.VALIDATION_FAILED,
-        failure=f"{slm.failure}; the LLM's proposal also failed validation after {config.max_llm_attempts} "
-        f"attempts: {failure}",
+        failure=f"{slm.failure}; the LLM's proposal also failed validation after "
+        f"{escalation.max_llm_attempts} attempts: {failure}",
         attempts=attempts,
     )
 
@@ -371,12 +391,13 @@ def _record_failure(request: Request, spec: ModelSpec, purpose: str, attempt: in
     )
 
 
-def _decide(request: Request, outcome: Outcome) -> PolicyDecision:
+def _decide(request: Request, outcome: Outcome, configuration: Configuration) -> PolicyDecision:
     action = outcome.action
     assert action is not None
     if action["type"] == "tool_calls":
         return decide_action(
-            calls_of(action, request.tools, uncertainty=outcome.uncertainty, tier=outcome.tier)
+            calls_of(action, request.tools, uncertainty=outcome.uncertainty, tier=outcome.tier),
+            configuration=configuration,
         )
     # A reply, an extraction or a label changes nothing outside the conversation.
     return PolicyDecision(RiskPolicy.Decision.AUTO, f"a {action['type']} answer has no side effects")
@@ -506,7 +527,7 @@ def _hold(
             policy=policy,
             hold_reason=reason,
             risk_tags=decision.risk_tags if decision else [],
-            reviewer_group=policy.reviewer_group if policy else None,
+            reviewer_group_id=policy.reviewer_group_id if policy else None,
             required_approvals=max(1, policy.required_approvals) if policy else 1,
             action_under_review=request.proposal,
             adjudication=adjudication,

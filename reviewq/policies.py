@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from reviewq.configuration import Configuration, current_configuration
 from reviewq.models import RiskPolicy, ToolSpec
 from router.conditions import evaluate_condition
 from router.pii import find_pii
@@ -182,11 +183,14 @@ def decide_call(
     )
 
 
-def decide_action(calls: list[CallContext]) -> PolicyDecision:
-    """The decision for a proposed plan: the strictest decision among its calls."""
-    policies = list(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id"))
-    names = [call.name for call in calls]
-    tools = {tool.name: tool for tool in ToolSpec.objects.filter(enabled=True, name__in=names)}
+def decide_action(calls: list[CallContext], *, configuration: Configuration | None = None) -> PolicyDecision:
+    """The decision for a proposed plan: the strictest decision among its calls.
+
+    Under ``configuration``'s enabled policies and tools (by default, the current ones).
+    """
+    configuration = configuration or current_configuration()
+    policies = list(configuration.risk_policies)
+    tools = configuration.tools_named(call.name for call in calls)
     decisions = [decide_call(call, policies=policies, tools=tools) for call in calls]
     if not decisions:
         return PolicyDecision(RiskPolicy.Decision.HUMAN, "the proposal holds no action")
@@ -234,18 +238,16 @@ def preview_policies(text: str, *, uncertainty: float | None = None, tier: str =
         )
         for call in calls
     ]
-    policies = list(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id"))
-    tools = {
-        tool.name: tool for tool in ToolSpec.objects.filter(name__in=[c.name for c in contexts], enabled=True)
-    }
+    configuration = current_configuration()
+    tools = configuration.tools_named(c.name for c in contexts)
     rows = []
     for call in contexts:
         tool = tools.get(call.name)
         tags = set(tool.risk_tags or []) if tool else set()
         pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
-        for policy in policies:
+        for policy in configuration.risk_policies:
             why = policy_matches(policy, call, tags, pii_kinds)
             rows.append(
                 {"call": call.name, "policy": policy, "matches": why is not None, "why": why or "no match"}
             )
-    return {"decision": decide_action(contexts), "rows": rows}
+    return {"decision": decide_action(contexts, configuration=configuration), "rows": rows}

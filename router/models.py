@@ -2,12 +2,85 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
+from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 
 
-class ModelSpec(models.Model):
+class ConfigVersion(models.Model):
+    """One row whose stamp changes with every change to ops' configuration: the models, the
+    escalation policies, the tools and the risk policies (every ``ConfigModel``).
+
+    Processes keep that configuration in memory and compare the stamp, read in the same query as
+    the request they work on, to know when to read it again (reviewq/configuration.py). A random
+    stamp rather than a counter: a rolled-back change or a restored backup can never make an old
+    snapshot look current.
+    """
+
+    stamp = models.UUIDField(default=uuid.uuid4)
+
+    def __str__(self) -> str:
+        return f"configuration {self.stamp}"
+
+    @classmethod
+    def bump(cls) -> None:
+        """A new stamp: every process reads the configuration again before its next use of it."""
+        if not cls.objects.filter(pk=1).update(stamp=uuid.uuid4()):
+            cls.objects.get_or_create(pk=1)  # the row is gone (a flushed test database): a new one
+
+
+class ConfigQuerySet(models.QuerySet):
+    """Bulk writes to configuration change the stamp too (they send no save or delete signals)."""
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db):
+            rows = super().update(**kwargs)
+            ConfigVersion.bump()
+        return rows
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with transaction.atomic(using=self.db):
+            deleted = super().delete()
+            ConfigVersion.bump()
+        return deleted
+
+    def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(*args, **kwargs)
+            ConfigVersion.bump()
+        return created
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db):
+            rows = super().bulk_update(*args, **kwargs)
+            ConfigVersion.bump()
+        return rows
+
+
+class ConfigModel(models.Model):
+    """Configuration that ops edit and every request reads: each write changes ConfigVersion's
+    stamp in the same transaction, so cached copies are never used after the change commits."""
+
+    objects = ConfigQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            ConfigVersion.bump()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        with transaction.atomic(using=kwargs.get("using")):
+            deleted = super().delete(*args, **kwargs)
+            ConfigVersion.bump()
+        return deleted
+
+
+class ModelSpec(ConfigModel):
     class Backend(models.TextChoices):
         LLAMA_CPP = "llama_cpp", "llama.cpp (local GGUF)"
         ANTHROPIC = "anthropic", "Anthropic"
@@ -47,7 +120,7 @@ class ModelSpec(models.Model):
         )
 
 
-class EscalationPolicy(models.Model):
+class EscalationPolicy(ConfigModel):
     """Per task type: when the small model's answer is not trusted, and how far the ladder goes.
 
     The ladder: retry the SLM with its validation errors (``max_slm_retries``), then the LLM with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from router.models import ModelSpec
@@ -23,12 +24,17 @@ class Route:
         return {"task_type": self.task_type, "model": self.model.name, "reason": self.reason}
 
 
-def choose_model(task_type: str, *, prompt_tokens: int, tier: str = "slm") -> Route:
-    """The cheapest enabled model of ``tier`` with the strength ``task_type`` whose context fits."""
+def choose_model(
+    task_type: str, *, prompt_tokens: int, tier: str = "slm", models: Iterable[ModelSpec] | None = None
+) -> Route:
+    """The cheapest enabled model of ``tier`` with the strength ``task_type`` whose context fits.
+
+    Among ``models`` when given (a cached registry), else the registry as stored.
+    """
+    if models is None:
+        models = ModelSpec.objects.filter(enabled=True, tier=tier)
     candidates = [
-        spec
-        for spec in ModelSpec.objects.filter(enabled=True, tier=tier)
-        if task_type in (spec.strengths or [])
+        spec for spec in models if spec.enabled and spec.tier == tier and task_type in (spec.strengths or [])
     ]
     if not candidates:
         raise NoModelAvailable(f"no enabled {tier} model has the strength {task_type!r}")
