@@ -19,8 +19,11 @@ from reviewq.schemas import ErrorOut, RequestIn, RequestOut
 
 
 class AgentKeyAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> AgentKey | None:
-        return services.agent_key_authenticate(token)
+    async def authenticate(self, request: HttpRequest, token: str) -> AgentKey | None:
+        # A key this process checked a moment ago needs no query, and no thread hop to make one.
+        return services.agent_key_recently_authenticated(token) or await sync_to_async(
+            services.agent_key_authenticate
+        )(token)
 
 
 class AgentKeyThrottle(BaseThrottle):

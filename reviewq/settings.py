@@ -138,6 +138,8 @@ REDIS_URL = os.getenv("REDIS_URL", "")
 # without Redis; with Redis, Celery workers do the work unless this is forced on.
 EMBEDDED_WORKER = envbool("REVIEWQ_EMBEDDED_WORKER", "false" if REDIS_URL else "true")
 EMBEDDED_WORKER_THREADS = envint("EMBEDDED_WORKER_THREADS", "1")
+# Seconds a Celery worker keeps its database connection between tasks (see reviewq/celery.py).
+WORKER_DB_CONN_MAX_AGE = envint("WORKER_DB_CONN_MAX_AGE", "600")
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -172,6 +174,10 @@ CACHES = {
 }
 # Requests one agent key may make, e.g. "1000/s", "20000/m" (429 with Retry-After beyond it).
 API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "1000/s")
+# Seconds a web process trusts an agent key it has just looked up. Revoking a key in the admin
+# takes effect at once in that process, and within this many seconds everywhere else. 0: look
+# every call up.
+AGENT_KEY_CACHE_SECONDS = envfloat("AGENT_KEY_CACHE_SECONDS", "2")
 
 # --- Pipeline ---
 # A request in a working state whose lease has passed is re-enqueued by the sweeper.

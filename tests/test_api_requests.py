@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from reviewq.models import Request, RequestStatus, ReviewItem
+from reviewq.models import AgentKey, Request, RequestStatus, ReviewItem
 from telemetry.models import ModelCall
 from tests.factories import body, read_body, risky_body
 
@@ -197,13 +199,28 @@ def test_a_missing_or_wrong_key_is_refused(client: Client, authorization: str | 
     assert Request.objects.count() == 0
 
 
-def test_a_revoked_key_is_refused(client: Client, agent: Any) -> None:
-    from django.utils import timezone
-
+def test_a_revoked_key_is_refused_from_the_next_call(client: Client, agent: Any) -> None:
     agent_key, key = agent
+    assert post(client, key, read_body()).status_code == 202  # the key is now remembered
     agent_key.revoked_at = timezone.now()
-    agent_key.save()
+    agent_key.save()  # as the admin does
     assert post(client, key, read_body()).status_code == 401
+
+
+def test_a_key_revoked_behind_the_admins_back_is_refused_within_the_cache_time(
+    client: Client, agent: Any, settings: Any
+) -> None:
+    settings.AGENT_KEY_CACHE_SECONDS = 0.3
+    agent_key, key = agent
+    assert post(client, key, read_body()).status_code == 202
+    AgentKey.objects.filter(id=agent_key.id).update(revoked_at=timezone.now())  # sends no signal
+    time.sleep(0.35)
+    assert post(client, key, read_body()).status_code == 401
+    settings.AGENT_KEY_CACHE_SECONDS = 0
+    AgentKey.objects.filter(id=agent_key.id).update(revoked_at=None)
+    assert post(client, key, read_body()).status_code == 202
+    AgentKey.objects.filter(id=agent_key.id).update(revoked_at=timezone.now())
+    assert post(client, key, read_body()).status_code == 401  # no cache: refused at once
 
 
 @pytest.mark.parametrize("request_id", ["abc", "00000000-0000-0000-0000-000000000000"])
