@@ -205,7 +205,7 @@ def print_overhead(mode: str, clean: dict[str, Any], probed: dict[str, Any]) -> 
     ]
     if probed["auth_ms"].get("n"):
         a = probed["auth_ms"]
-        rows.append(("auth (agent key lookup)", a["p50"], a["p95"], a["mean"]))
+        rows.append((f"auth lookups (cache misses: {a['n']})", a["p50"], a["p95"], a["mean"]))
     print(table([f"{mode}, probe pass split (ms)", "p50", "p95", "mean"], rows))
 
 

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reviewq.settings")
 
@@ -20,10 +20,11 @@ def keep_database_connections(**kwargs: Any) -> None:
     """A worker process reuses its database connection from task to task.
 
     Opening a PostgreSQL connection cost about 4 ms of each routine request. A worker is a
-    long-lived process, and its tasks run one at a time per process or thread, so unlike the
-    ASGI web server (a thread per request) its persistent connections are bounded by its
-    concurrency. Celery closes a connection between tasks when it is older than
-    WORKER_DB_CONN_MAX_AGE or failed its health check.
+    long-lived process whose tasks run one at a time per process or thread, so unlike the ASGI
+    web server (a thread per request) its persistent connections are bounded by its concurrency.
+    Celery's Django fix-up closes every connection around each task unless CELERY_DB_REUSE_MAX
+    is set (settings.py); ``tidy_database_connections`` then closes one that is older than
+    WORKER_DB_CONN_MAX_AGE or fails its health check.
     """
     from django.conf import settings
 
@@ -31,3 +32,11 @@ def keep_database_connections(**kwargs: Any) -> None:
         if "pool" not in database.get("OPTIONS", {}):
             database["CONN_MAX_AGE"] = settings.WORKER_DB_CONN_MAX_AGE
             database["CONN_HEALTH_CHECKS"] = True
+
+
+@task_prerun.connect
+def tidy_database_connections(**kwargs: Any) -> None:
+    """Before each task, as Django does before each web request: drop a stale or broken connection."""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -158,6 +158,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", "120")
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "150")
 CELERY_TASK_IGNORE_RESULT = True
+# Workers keep their database connection between tasks instead of Celery closing it around each
+# one (reviewq/celery.py); this forces a fresh one every 1000 tasks all the same.
+CELERY_DB_REUSE_MAX = envint("CELERY_DB_REUSE_MAX", "1000")
 # Redelivery of unacknowledged tasks; the sweeper covers anything the broker loses.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "300")}
 CELERY_BEAT_SCHEDULE = {

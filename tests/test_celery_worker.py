@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection
+from celery.fixups.django import DjangoWorkerFixup
+from django.db import connection
 
-from reviewq.celery import keep_database_connections
+from reviewq.celery import app, keep_database_connections, tidy_database_connections
+
+
+def run_tasks(count: int) -> list[Any]:
+    """What happens to the database connection around ``count`` tasks in a worker: Celery's
+    Django fix-up and our hook, in their order. Returns the distinct connections they used."""
+    fixup = DjangoWorkerFixup(app)
+    task = SimpleNamespace(request=SimpleNamespace(is_eager=False))
+    used: list[Any] = []  # the objects, not their ids: a closed one's id can be reused
+    for _ in range(count):
+        fixup.on_task_prerun(sender=task)
+        tidy_database_connections()
+        connection.ensure_connection()
+        if not any(connection.connection is seen for seen in used):
+            used.append(connection.connection)
+        fixup.on_task_postrun(sender=task)
+    return used
 
 
 @pytest.mark.django_db(transaction=True)
@@ -15,19 +33,29 @@ def test_a_worker_reuses_its_database_connection_between_tasks(settings: Any) ->
     database = settings.DATABASES["default"]
     saved = {name: database.get(name) for name in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS")}
     try:
-        connection.ensure_connection()
-        opened = connection.connection
-        close_old_connections()  # what Celery's Django fix-up does after each task
-        connection.ensure_connection()
-        assert connection.connection is not opened  # the web server's setting: one per request
+        keep_database_connections()  # Celery's worker_init
+        connection.close()
+        assert len(run_tasks(5)) == 1
 
-        keep_database_connections()  # celery's worker_init
-        close_old_connections()
-        connection.ensure_connection()
-        opened = connection.connection
-        close_old_connections()
-        connection.ensure_connection()
-        assert connection.connection is opened
+        # A connection that broke between tasks (a database restart) is replaced, not reused.
+        connection.errors_occurred = True
+        connection.is_usable = lambda: False  # type: ignore[method-assign]
+        try:
+            broken = connection.connection
+            assert not any(broken is used for used in run_tasks(1))
+        finally:
+            del connection.is_usable
     finally:
         database.update(saved)
         connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_reuse_celery_would_reconnect_for_every_task() -> None:
+    saved = app.conf.get("CELERY_DB_REUSE_MAX")
+    app.conf["CELERY_DB_REUSE_MAX"] = None
+    try:
+        connection.close()
+        assert len(run_tasks(3)) == 3
+    finally:
+        app.conf["CELERY_DB_REUSE_MAX"] = saved
