@@ -149,7 +149,6 @@ def issues_as_feedback(issues: list[ValidationIssue]) -> str:
 
 # Separators that differ between how a customer types an identifier and how a model copies it.
 _SEPARATORS = re.compile(r"[\s\-_#.,()/:+]")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # Small integers (quantities, counts, indexes) are chosen, not copied: they need no evidence.
 SMALL_INTEGER_LIMIT = 10
 
@@ -166,12 +165,85 @@ def conversation_evidence(conversation: list[dict[str, Any]]) -> str:
 
 
 def _numbers_in(text: str) -> set[float]:
+    """The numbers written in ``text``, and what each stands for in other units when a unit is
+    written right after it ("100µF" also grounds 0.0001, "15%" 0.15, "2 hours" 120 and 7200).
+    A bare number is never rescaled: "5" does not ground 5000."""
     found = set()
-    for match in _NUMBER.finditer(text):
+    for match in _NUMBER_AND_UNIT.finditer(text):
         try:
-            found.add(float(match.group(0).replace(",", "")))
+            number = float(match.group("number").replace(",", ""))
         except ValueError:
             continue
+        found.add(_same_number(number))
+        for scale in _unit_scales(match.group("unit") or ""):
+            found.add(_same_number(number * scale))
+    return found
+
+
+def _same_number(value: float) -> float:
+    # 100 * 1e-6 is 9.999999999999999e-05: compare at 12 significant digits.
+    return float(f"{value:.12g}")
+
+
+_NUMBER_AND_UNIT = re.compile(r"(?P<number>-?\d[\d,]*(?:\.\d+)?)\s?(?P<unit>%|[^\W\d_]+)?")
+# "µ" is the micro sign, "μ" the Greek letter mu: people type either.
+_SI_PREFIXES = {
+    "n": 1e-9, "µ": 1e-6, "μ": 1e-6, "u": 1e-6, "m": 1e-3, "c": 1e-2, "k": 1e3, "M": 1e6, "G": 1e9,
+}  # fmt: skip
+_SI_UNITS = {"m", "g", "s", "F", "Hz", "W", "V", "A", "J", "L", "l", "B", "Pa", "N", "Ω", "ohm"}
+_TIME_IN_SECONDS = {
+    "second": 1, "seconds": 1, "sec": 1, "secs": 1,
+    "minute": 60, "minutes": 60, "min": 60, "mins": 60,
+    "hour": 3600, "hours": 3600, "h": 3600, "hr": 3600, "hrs": 3600,
+    "day": 86400, "days": 86400,
+    "week": 604800, "weeks": 604800,
+}  # fmt: skip
+_MULTIPLIERS = {"k": 1e3, "thousand": 1e3, "million": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9}
+
+
+def _unit_scales(unit: str) -> set[float]:
+    """Factors a number written with ``unit`` may be converted by."""
+    if unit in ("%", "percent"):
+        return {0.01}
+    if unit.lower() in _MULTIPLIERS:
+        return {_MULTIPLIERS[unit.lower()]}
+    seconds = _TIME_IN_SECONDS.get(unit.lower())
+    if seconds:  # into seconds, minutes, hours or days
+        return {seconds / per for per in (1, 60, 3600, 86400)} - {1.0}
+    if unit in _SI_UNITS:  # a base unit: into its prefixed units
+        return {1 / factor for factor in _SI_PREFIXES.values()}
+    if len(unit) > 1 and unit[0] in _SI_PREFIXES and unit[1:] in _SI_UNITS:  # "µF", "km", "GHz"
+        factor = _SI_PREFIXES[unit[0]]
+        return {factor / other for other in (1, *_SI_PREFIXES.values())} - {1.0}
+    return set()
+
+
+_MONTHS = {
+    name: number
+    for number, month in enumerate(
+        ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+         "october", "november", "december"),
+        1,
+    )
+    for name in (month, month[:3], "sept" if month == "september" else month)
+}  # fmt: skip
+_WRITTEN_DATE = re.compile(
+    r"\b(?:(?P<month>[a-z]{3,9})\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+(?P<year>\d{4})"
+    r"|(?P<day2>\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<month2>[a-z]{3,9})\.?,?\s+(?P<year2>\d{4}))\b",
+    re.IGNORECASE,
+)
+
+
+def _dates_in(text: str) -> list[str]:
+    """Dates written with a month name ("March 3rd, 2024", "3 March 2024") as digits, the way
+    a tool argument writes them: 20240303 (2024-03-03 without separators) and 03032024."""
+    found = []
+    for match in _WRITTEN_DATE.finditer(text):
+        month = _MONTHS.get((match.group("month") or match.group("month2")).lower())
+        day = int(match.group("day") or match.group("day2"))
+        year = match.group("year") or match.group("year2")
+        if month and 1 <= day <= 31:
+            found += [f"{year}{month:02d}{day:02d}", f"{month:02d}{day:02d}{year}"]
     return found
 
 
@@ -190,11 +262,12 @@ def validate_grounding(
     A string needs evidence when it holds a digit or an ``@`` (IDs, emails, zip codes, phone
     numbers) or when its argument's name says it is one (``user_id``, ``email``); a number when
     it is not a small integer. Comparison ignores case and separators, so ``#W2378156``
-    matches ``w2378156``. Values the tool's own schema names (enums, defaults)
-    are grounded by the schema.
+    matches ``w2378156``; a number written with a unit also grounds its conversions
+    (``_numbers_in``), and a date written with a month name its digits (``_dates_in``).
+    Values the tool's own schema names (enums, defaults) are grounded by the schema.
     """
     evidence = conversation_evidence(conversation)
-    compact_evidence = _SEPARATORS.sub("", evidence.lower())
+    compact_evidence = " ".join([_SEPARATORS.sub("", evidence.lower()), *_dates_in(evidence)])
     schema_text = json.dumps(parameters or {}).lower()
     numbers = _numbers_in(evidence)
     issues = []
@@ -209,7 +282,7 @@ def validate_grounding(
         else:
             if float(value).is_integer() and abs(value) <= SMALL_INTEGER_LIMIT:
                 continue
-            if float(value) in numbers:
+            if _same_number(float(value)) in numbers:
                 continue
         issues.append(
             ValidationIssue(

@@ -88,8 +88,7 @@ def test_pipeline_workers_log_under_the_request_id(
         logging.getLogger("reviewq.pipeline").info("pipeline ran")
 
     monkeypatch.setattr(pipeline, "run_pipeline", spy)
-    monkeypatch.setattr(dispatch, "close_old_connections", lambda: None)
-    dispatch._run_embedded("embedded-1")
+    dispatch._run_pipeline("embedded-1")
     tasks.run_pipeline.run("celery-1")
     assert seen == ["embedded-1", "celery-1"]
     assert [entry["request_id"] for entry in lines(json_log)] == ["embedded-1", "celery-1"]

@@ -113,3 +113,39 @@ def test_pii_detectors_do_not_flag(text: str) -> None:
 def test_checksums() -> None:
     assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
     assert iban_valid("GB82 WEST 1234 5698 7654 32") and not iban_valid("GB82 WEST 1234 5698 7654 33")
+
+
+@pytest.mark.parametrize(
+    ("said", "arguments"),
+    [
+        ("Use a 100µF capacitor", {"capacitance": 0.0001}),
+        ("the route is 5 km long", {"distance": 5000}),
+        ("the route is 5 km long", {"distance": 5.0}),
+        ("apply a 15% discount", {"rate": 0.15}),
+        ("book it for 2 hours", {"minutes": 120}),
+        ("book it for 2 hours", {"seconds": 7200}),
+        ("a budget of $2.5k", {"budget": 2500}),
+        ("a budget of 3 million", {"budget": 3000000}),
+        ("the meeting is on March 3rd, 2024", {"date": "2024-03-03"}),
+        ("the meeting is on 3 March 2024", {"date": "2024/03/03"}),
+        ("it ships Sept. 14 2025", {"date": "09/14/2025"}),
+    ],
+)
+def test_conversions_of_what_was_said_are_grounded(said: str, arguments: dict[str, Any]) -> None:
+    assert validate_grounding(arguments, [{"role": "user", "content": said}]) == []
+
+
+@pytest.mark.parametrize(
+    ("said", "arguments"),
+    [
+        ("refund 5 for order 77", {"amount": 5000}),  # no unit: a bare number is never rescaled
+        ("refund 50 dollars", {"amount": 0.5}),  # dollars are not a unit it converts
+        ("apply a 15% discount", {"rate": 1.5}),
+        ("the meeting is on March 3rd, 2024", {"date": "2024-04-03"}),
+        ("the meeting is on March 33rd, 2024", {"date": "2024-03-33"}),
+    ],
+)
+def test_values_no_conversion_explains_are_not(said: str, arguments: dict[str, Any]) -> None:
+    assert [i.validator for i in validate_grounding(arguments, [{"role": "user", "content": said}])] == [
+        "grounding"
+    ]

@@ -1,4 +1,4 @@
-"""The Celery worker's process set-up."""
+"""Workers keep their database connection from one task to the next."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from celery.fixups.django import DjangoWorkerFixup
 from django.db import connection
 
+from reviewq import dispatch
 from reviewq.celery import app, keep_database_connections, tidy_database_connections
 
 
@@ -59,3 +60,20 @@ def test_without_reuse_celery_would_reconnect_for_every_task() -> None:
         assert len(run_tasks(3)) == 3
     finally:
         app.conf["CELERY_DB_REUSE_MAX"] = saved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_pool_keeps_a_sqlite_connection_and_returns_others(settings: Any) -> None:
+    settings.EMBEDDED_WORKER_THREADS = 1
+    used: list[Any] = []
+
+    def task() -> None:
+        connection.ensure_connection()
+        used.append(connection.connection)
+
+    for _ in range(3):
+        dispatch.submit_embedded(task)
+    dispatch.drain_embedded()
+    distinct = [c for i, c in enumerate(used) if not any(c is seen for seen in used[:i])]
+    # SQLite: a file per thread, kept. PostgreSQL: back to the pool (or closed) after each task.
+    assert len(distinct) == (1 if connection.vendor == "sqlite" else 3)
