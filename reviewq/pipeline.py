@@ -357,11 +357,18 @@ def _escalate(
 
 
 def _ladder_feedback(trigger: str, attempts: list[Attempt]) -> str:
-    if not attempts:
+    """The earlier answers that failed validation, with their errors, for the next model to avoid.
+
+    A valid answer that climbed only because the SLM was unsure, or because a policy wants an LLM,
+    is left out: it has no error to avoid, and it would anchor the LLM on the small model's guess
+    (and lengthen its prompt by about 14 %).
+    """
+    failed = [attempt for attempt in attempts if attempt.issues]
+    if not failed:
         return ""
     lines = [f"Earlier answers to this request were not accepted (reason: {trigger}):"]
-    for index, attempt in enumerate(attempts, 1):
-        problems = "; ".join(str(issue) for issue in attempt.issues) or attempt.note or "not trusted"
+    for index, attempt in enumerate(failed, 1):
+        problems = "; ".join(str(issue) for issue in attempt.issues)
         lines.append(
             f"{index}. {attempt.model} ({attempt.tier}) answered {attempt.raw_output[:800]} — {problems}"
         )

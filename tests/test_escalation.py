@@ -65,6 +65,16 @@ def test_a_failed_slm_answer_is_fixed_by_the_llm(client: Client, agent: Any, llm
     assert "#W404" in prompt_text and "does not appear in the conversation" in prompt_text
 
 
+def test_an_unsure_slm_answer_is_not_shown_to_the_llm(client: Client, agent: Any, llm: FakeAnthropic) -> None:
+    # Valid but unsure: the LLM answers on its own, neither anchored on the guess nor paying for it.
+    EscalationPolicy.objects.filter(task_type="tool_use").update(uncertainty_threshold=0.001)
+    llm.script(tool_use_answer("get_order_details", {"order_id": "#W2378156"}))
+    answer = post(client, agent[1], read_body(wait_ms=5000))
+    assert (answer["status"], answer["decision"]["escalation_trigger"]) == ("released", "uncertainty")
+    prompt_text = json.dumps(llm.last_body)
+    assert "Earlier answers" not in prompt_text and "smollm2" not in prompt_text
+
+
 def test_an_llm_answer_goes_through_the_same_validators(
     client: Client, agent: Any, llm: FakeAnthropic
 ) -> None:
