@@ -7,10 +7,12 @@ it lost the race (a redelivered task, the sweeper, a second reviewer): it must t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from reviewq.models import FINAL_STATUSES, Request, RequestStatus
@@ -43,13 +45,17 @@ def move_request(
         fields.setdefault("lease_expires_at", None)
     else:
         fields.setdefault("lease_expires_at", now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS))
-    updated = Request.objects.filter(id=request_id, status__in=from_statuses).update(
-        status=to_status, **fields
-    )
-    if updated and to_status in FINAL_STATUSES:
-        from reviewq import finality, webhooks
+    final = to_status in FINAL_STATUSES
+    # A final move and its callback delivery commit together: a worker killed between the two
+    # must not leave a released request whose agent is never told. Without a callback (known
+    # to be empty) the UPDATE alone needs no transaction, and saves the round trip of one.
+    with transaction.atomic() if final and known_callback_url != "" else nullcontext():
+        updated = Request.objects.filter(id=request_id, status__in=from_statuses).update(
+            status=to_status, **fields
+        )
+        if updated and final:
+            from reviewq import finality, webhooks
 
-        finality.announce_on_commit(request_id)
-        # The agent's callback is written in the same transaction as the final state.
-        webhooks.request_finished(request_id, callback_url=known_callback_url)
+            finality.announce_on_commit(request_id)
+            webhooks.request_finished(request_id, callback_url=known_callback_url)
     return updated == 1
