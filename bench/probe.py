@@ -14,7 +14,7 @@ categories of a span add up to its wall time:
 - ``db``: Django's SQL compilers' ``execute_sql`` (SQL building, the round trip, fetching rows)
   and ``_commit`` — the ORM's database work, not model instantiation;
 - ``connect``: ``BaseDatabaseWrapper.connect`` (a new connection, or one from a pool);
-- ``routing``: ``task_spec_for``, ``EscalationPolicy.for_task``, ``choose_model``,
+- ``routing``: ``current_configuration``, ``task_spec_for``, ``choose_model``,
   ``estimate_tokens``, ``build_prompt``, ``get_backend``;
 - ``model``: the backend's ``generate`` (LlamaCppBackend or FakeBackend); llama.cpp's
   ``last_stats`` (prefill/decode split, prefix-cache hit) are kept per call;
@@ -181,7 +181,6 @@ def install() -> None:
 
     from reviewq import alerts, live, pipeline, selectors, services, webhooks
     from router.backends.fake import FakeBackend
-    from router.models import EscalationPolicy
 
     for klass in (compiler.SQLCompiler, compiler.SQLInsertCompiler, compiler.SQLUpdateCompiler):
         _patch(klass, "execute_sql", "db")
@@ -189,9 +188,15 @@ def install() -> None:
     if os.environ.get("BENCH_PROBE_SQL"):
         _record_statements()
     _patch(BaseDatabaseWrapper, "_commit", "db")
-    for name in ("task_spec_for", "choose_model", "estimate_tokens", "build_prompt", "get_backend"):
+    for name in (
+        "current_configuration",
+        "task_spec_for",
+        "choose_model",
+        "estimate_tokens",
+        "build_prompt",
+        "get_backend",
+    ):
         _patch(pipeline, name, "routing")
-    _patch(EscalationPolicy, "for_task", "routing")
     for name in ("parse_answer", "_confidence", "_too_uncertain", "_decide", "_pii_in"):
         _patch(pipeline, name, "validation")
     _patch(pipeline, "model_call_record", "telemetry")

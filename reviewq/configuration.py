@@ -83,21 +83,10 @@ def _read(stamp: str | None) -> Configuration:
     return Configuration(
         stamp=stamp,
         tools={tool.name: tool for tool in ToolSpec.objects.filter(enabled=True)},
-        risk_policies=tuple(
-            RiskPolicy.objects.filter(enabled=True)
-            .select_related("reviewer_group")
-            .order_by("priority", "id")
-        ),
+        risk_policies=tuple(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id")),
         escalation_policies={policy.task_type: policy for policy in EscalationPolicy.objects.all()},
         models=tuple(ModelSpec.objects.filter(enabled=True)),
     )
-
-
-def forget_configuration() -> None:
-    """Drop the process's snapshot (tests that swap databases)."""
-    global _cached
-    with _lock:
-        _cached = None
 
 
 def _changed(**kwargs: Any) -> None:

@@ -168,16 +168,17 @@ def task_spec_for(request: Request, configuration: Configuration | None = None) 
 def _route_slm(task: TaskSpec, configuration: Configuration) -> tuple[Route | None, Outcome]:
     """The small model for ``task``, or None and the outcome that sends the request up the ladder."""
     try:
-        route = choose_model(
-            task.task_type,
-            prompt_tokens=estimate_tokens(build_prompt(task)),
-            tier=ModelSpec.Tier.SLM,
-            models=configuration.models,
-        )
+        route = _choose_model(task, ModelSpec.Tier.SLM, configuration)
     except NoModelAvailable as exc:
         trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
         return None, Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
     return route, Outcome(None)
+
+
+def _choose_model(task: TaskSpec, tier: str, configuration: Configuration) -> Route:
+    """The cheapest enabled model of ``tier`` for ``task`` (raises NoModelAvailable)."""
+    prompt_tokens = estimate_tokens(build_prompt(task))
+    return choose_model(task.task_type, prompt_tokens=prompt_tokens, tier=tier, models=configuration.models)
 
 
 def _propose_with_slm(
@@ -299,12 +300,7 @@ def _escalate(
     ):
         return Outcome(None, trigger="lost")
     try:
-        route = choose_model(
-            task.task_type,
-            prompt_tokens=estimate_tokens(build_prompt(task)),
-            tier=ModelSpec.Tier.LLM,
-            models=configuration.models,
-        )
+        route = _choose_model(task, ModelSpec.Tier.LLM, configuration)
     except NoModelAvailable as exc:
         return Outcome(
             None,
@@ -360,8 +356,8 @@ def _ladder_feedback(trigger: str, attempts: list[Attempt]) -> str:
     """The earlier answers that failed validation, with their errors, for the next model to avoid.
 
     A valid answer that climbed only because the SLM was unsure, or because a policy wants an LLM,
-    is left out: it has no error to avoid, and it would anchor the LLM on the small model's guess
-    (and lengthen its prompt by about 14 %).
+    is left out: it has no error to avoid, it would anchor the LLM on the small model's guess, and
+    it would lengthen the LLM's prompt.
     """
     failed = [attempt for attempt in attempts if attempt.issues]
     if not failed:

@@ -163,10 +163,6 @@ class EscalationPolicy(ConfigModel):
     def __str__(self) -> str:
         return f"Escalation for {self.task_type}"
 
-    @classmethod
-    def for_task(cls, task_type: str) -> EscalationPolicy:
-        return cls.objects.filter(task_type=task_type).first() or cls(task_type=task_type)
-
     def trigger_enabled(self, trigger: str) -> bool:
         flag = {
             "validation_failed": self.escalate_on_validation_failure,
