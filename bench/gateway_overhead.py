@@ -18,7 +18,8 @@ Intake throughput: PostgreSQL + Redis with Celery dispatch (``run_pipeline.delay
 no worker running, so the figure is what the web tier accepts; POST without ``wait_ms`` (202),
 ``--connections`` keep-alive connections for ``--duration`` seconds, generated on 127.0.0.1 by
 ``wrk`` (C, one thread, a Lua POST script; apt-get install wrk) or, without wrk, a Python asyncio
-client. uvicorn runs with each of ``--workers``; ``--conn-max-age`` tries values of Django's
+client. The web tier runs with each of ``--workers`` processes (one: uvicorn; more:
+``python -m reviewq.serve``, one SO_REUSEPORT socket per process); ``--conn-max-age`` tries values of Django's
 DB_CONN_MAX_AGE (the product default is 0: a new database connection per request). Accepted =
 Request rows committed during the window (checked against the client's 202 count). CPU seconds
 of the web processes, PostgreSQL, Redis and the load generator are read from /proc, so "CPU ms
@@ -350,7 +351,7 @@ def intake_window(
     use_wrk: bool,
     variant: str,
 ) -> dict[str, Any]:
-    """One measured window: uvicorn with ``workers`` processes, warmed up, then loaded."""
+    """One measured window: the web tier with ``workers`` processes, warmed up, then loaded."""
 
     def load(duration: float) -> dict[str, Any]:
         if use_wrk:
@@ -463,7 +464,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--modes", default="embedded,services", help="overhead modes; empty: skip")
-    parser.add_argument("--workers", default="1,2", help="uvicorn --workers values for intake; empty: skip")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="web processes for intake (1: uvicorn, more: reviewq.serve); empty: skip",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument(

@@ -351,19 +351,13 @@ class Stack:
         self, port: int, *, workers: int = 1, probe: bool = False, access_log: bool = False, **env: str
     ) -> subprocess.Popen[bytes]:
         runner = [PYTHON, str(ROOT / "bench" / "probe.py")] if probe else [PYTHON, "-m"]
-        argv = [
-            *runner,
-            "uvicorn",
-            "reviewq.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--workers",
-            str(workers),
-        ]
+        if workers > 1:
+            # One process per SO_REUSEPORT socket (reviewq.serve): with uvicorn's shared socket a
+            # few keep-alive connections could all land on one process.
+            argv = [*runner, "reviewq.serve", "--port", str(port), "--workers", str(workers)]
+        else:
+            argv = [*runner, "uvicorn", "reviewq.asgi:application", "--port", str(port), "--lifespan", "on"]
+        argv += ["--host", "127.0.0.1"]
         if not access_log:
             argv.append("--no-access-log")
         process = self.start(f"uvicorn-{port}", argv, **env)

@@ -9,7 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reviewq.settings")
 # The web server pools its PostgreSQL connections (see DB_POOL in settings).
 os.environ.setdefault("DB_POOL", "true")
 
-from django.core.asgi import get_asgi_application
+from reviewq.asgi_handler import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 

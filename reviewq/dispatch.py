@@ -1,8 +1,9 @@
 """Hands pipeline work to whoever runs it: Celery workers, or a thread pool in this process.
 
-Always called inside the transaction that created or reset the request, and deferred with
-``on_commit``: a task never runs before its row is visible, and a rolled-back request is never
-enqueued. If the process dies between commit and publish, the sweeper re-enqueues the request.
+Called once the request's row is written (or reset), and deferred with ``on_commit``, which
+waits for the surrounding transaction if there is one: a task never runs before its row is
+visible, and a rolled-back request is never enqueued. If the process dies between commit and
+publish, the sweeper re-enqueues the request.
 """
 
 from __future__ import annotations

@@ -155,29 +155,30 @@ def request_create(
         if existing is not None:
             return existing, False
     try:
-        with transaction.atomic():
-            request = Request.objects.create(
-                agent_key=agent_key,
-                idempotency_key=idempotency_key,
-                body_sha256=body_sha256,
-                messages=payload["messages"],
-                tools=payload.get("tools") or [],
-                task_type=payload.get("task_type") or "",
-                response_schema=payload.get("response_schema"),
-                labels=payload.get("labels"),
-                output_format=payload.get("format", "json"),
-                parallel_tool_calls=payload.get("parallel_tool_calls", False),
-                callback_url=payload.get("callback_url") or "",
-                metadata=payload.get("metadata") or {},
-                lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
-            )
-            enqueue_pipeline(request.id)
+        # One INSERT that commits on its own: no BEGIN and COMMIT round trips. The pipeline is
+        # enqueued once the row is committed (at once, or when a caller's transaction commits).
+        request = Request.objects.create(
+            agent_key=agent_key,
+            idempotency_key=idempotency_key,
+            body_sha256=body_sha256,
+            messages=payload["messages"],
+            tools=payload.get("tools") or [],
+            task_type=payload.get("task_type") or "",
+            response_schema=payload.get("response_schema"),
+            labels=payload.get("labels"),
+            output_format=payload.get("format", "json"),
+            parallel_tool_calls=payload.get("parallel_tool_calls", False),
+            callback_url=payload.get("callback_url") or "",
+            metadata=payload.get("metadata") or {},
+            lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
+        )
     except IntegrityError:
         # A concurrent POST with the same key won the insert: answer with its request.
         existing = _idempotent_replay(agent_key, idempotency_key, body_sha256)
         if existing is None:
             raise
         return existing, False
+    enqueue_pipeline(request.id)
     return request, True
 
 

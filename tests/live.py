@@ -57,10 +57,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(**env: str) -> Iterator[str]:
+def running_server(env: dict[str, str] | None = None, *, workers: int = 1) -> Iterator[str]:
     """uvicorn serving reviewq on a free port against the test database; yields its URL.
 
-    ``env`` overrides the environment (the default: fake model, embedded worker).
+    ``env`` overrides the environment (the default: fake model, embedded worker). With
+    ``workers`` above 1 the server is ``python -m reviewq.serve`` with that many processes.
     """
     port = free_port()
     environment = {
@@ -71,12 +72,15 @@ def running_server(**env: str) -> Iterator[str]:
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
-        **env,
+        **(env or {}),
     }
     log = ARTIFACTS / f"live-server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "uvicorn", "reviewq.asgi:application"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on"]
+    if workers > 1:
+        command = [sys.executable, "-m", "reviewq.serve", "--workers", str(workers)]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "reviewq.asgi:application", "--lifespan", "on"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as output:
         server = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

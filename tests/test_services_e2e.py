@@ -176,7 +176,7 @@ def test_queued_requests_survive_a_redis_restart(agent: Any) -> None:
     url = f"redis://127.0.0.1:{port}/0"
     services_env = {"REDIS_URL": url, "REVIEWQ_EMBEDDED_WORKER": "false", "PIPELINE_LEASE_SECONDS": "2"}
     _, key = agent
-    with private_redis(port) as first_redis, running_server(**services_env) as server_url:
+    with private_redis(port) as first_redis, running_server(services_env) as server_url:
         ids = [_post_over_http(server_url, key, read_body())["id"] for _ in range(5)]
         assert redis.Redis(port=port).llen("celery") == 5  # queued, and no worker has run yet
         redis.Redis(port=port).shutdown(nosave=True)

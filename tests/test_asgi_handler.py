@@ -1,0 +1,100 @@
+"""The web process's ASGI handler borrows each request's thread from a pool.
+
+Django's rule stays: one request's synchronous work runs on one thread, and no other request
+runs on that thread meanwhile. What changes is that the thread outlives the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from django.core.signals import request_started
+
+from reviewq.asgi_handler import PooledThreadASGIHandler
+
+
+async def _get(handler: PooledThreadASGIHandler, path: str) -> int:
+    """One GET through the handler; returns the response status."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    delivered = asyncio.Event()
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if not delivered.is_set():
+            delivered.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await handler(scope, receive, send)
+    return next(m["status"] for m in messages if m["type"] == "http.response.start")
+
+
+@pytest.fixture
+def request_threads() -> Any:
+    """The thread each request's ``request_started`` receiver ran on, in order, and a gate that
+    holds the first request there until it is set."""
+    seen: list[threading.Thread] = []
+    gate = threading.Event()
+    gate.set()
+
+    def record(**kwargs: Any) -> None:
+        seen.append(threading.current_thread())
+        if len(seen) == 1:
+            gate.wait(timeout=10)
+
+    request_started.connect(record, weak=False)
+    yield seen, gate
+    request_started.disconnect(record)
+
+
+@pytest.mark.django_db
+def test_requests_one_after_another_reuse_one_pooled_thread(request_threads: Any) -> None:
+    seen, _ = request_threads
+    handler = PooledThreadASGIHandler()
+
+    async def scenario() -> list[int]:
+        return [await _get(handler, "/healthz") for _ in range(3)]
+
+    assert asyncio.run(scenario()) == [200, 200, 200]
+    assert len(seen) == 3
+    assert seen[0] is seen[1] is seen[2]
+    assert seen[0] is not threading.main_thread()
+    assert seen[0].name.startswith("django-request")
+
+
+@pytest.mark.django_db
+def test_a_request_never_shares_its_thread_with_one_in_flight(request_threads: Any) -> None:
+    seen, gate = request_threads
+    gate.clear()  # the first request holds its thread until the second has finished
+    handler = PooledThreadASGIHandler()
+
+    async def scenario() -> tuple[int, int]:
+        first = asyncio.ensure_future(_get(handler, "/healthz"))
+        while not seen:
+            await asyncio.sleep(0.01)
+        second = await asyncio.wait_for(_get(handler, "/healthz"), timeout=5)
+        gate.set()
+        return await first, second
+
+    assert asyncio.run(scenario()) == (200, 200)
+    assert seen[0] is not seen[1]
