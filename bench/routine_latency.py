@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/routine_latency.py [--requests 200] [--tools all|read]
         [--mode embedded|services] [--message "Get order details for order_id=#W{n}"]
+        [--model-threads N] [--model-threads-when-idle N] [--busy-neighbour]
 
 What it does: starts reviewq against a fresh database with the real local models
 (REVIEWQ_MODEL_BACKEND=real), seeds it (migrate, seed_demo, an agent key) and posts the
@@ -34,6 +35,11 @@ The split of a released request's end-to-end time (all on one wall clock):
 - ``respond``    response received - pipeline end: the final-state announcement waking the
                  waiter (reviewq/finality.py), its read of the row, serialising, HTTP.
 
+Threads: llama.cpp runs each evaluation on every core while nothing else on the machine is
+runnable (MODEL_THREADS_WHEN_IDLE), else on MODEL_THREADS (all cores but one). ``--busy-neighbour``
+keeps one core busy with another process during the timed run, to check that the model then
+stays on MODEL_THREADS; ``--model-threads-when-idle 0`` gives the fixed thread count.
+
 Without the probe (``--no-probe``), the split comes from the rows alone: intake as above,
 ``pipeline`` = finished_at - created_at - model, ``respond`` = received - finished_at.
 """
@@ -42,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -82,6 +90,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options["extra_env"] = {}
     if args.model_threads:
         options["extra_env"]["MODEL_THREADS"] = str(args.model_threads)
+    if args.model_threads_when_idle is not None:
+        options["extra_env"]["MODEL_THREADS_WHEN_IDLE"] = str(args.model_threads_when_idle)
     with stack(f"routine_{args.mode}", **options) as st:
         key = st.seed()
         port = free_port()
@@ -126,6 +136,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if worker is not None:
                 target = (child_pids(worker.pid) or [worker.pid])[0]
             profiler = Profiler(target, st.data_dir / "profile.txt")
+        # A neighbour that keeps one core busy (another service on the host, a batch job): the
+        # case MODEL_THREADS leaves a core for, and the one MODEL_THREADS_WHEN_IDLE must notice.
+        neighbour = (
+            subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy_neighbour else None
+        )
         cpu = CpuMeter()
         cpu_pids = {"web": server.pid}
         if worker is not None:
@@ -138,6 +153,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if (index + 1) % 50 == 0:
                 print(f"  {index + 1}/{args.requests} ({time.monotonic() - started:.0f} s)")
         busy = cpu.busy_share()
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
         cpu_ms = {
             name: 1000 * (process_cpu_seconds(pid) - cpu_before[name]) / max(1, args.requests)
             for name, pid in cpu_pids.items()
@@ -280,11 +298,15 @@ def analyse(
         evaluated = summary([c["prompt_tokens_evaluated"] for c in llama])
         batches = summary([c.get("decode_batches", 0) for c in llama])
         sources = Counter(c["prefix"] for c in llama)
+        # Prompt and decode evaluations, and how many of them ran on every core (machine idle).
+        evaluations = sum(c.get("decode_batches", 0) + 1 for c in llama)
+        on_idle = sum(c.get("evaluations_on_idle_threads", 0) for c in llama)
         print(
             f"llama.cpp per call: prefill p50 {prefill['p50']:.0f} ms, decode p50 {decode['p50']:.0f} ms "
             f"(p95 {decode['p95']:.0f}) in {batches['p50']:.0f} model evaluations (p50), "
             f"prompt tokens evaluated p50 {evaluated['p50']:.0f}, "
-            f"prefix {dict(sources)}"
+            f"prefix {dict(sources)}; on every core (MODEL_THREADS_WHEN_IDLE): "
+            f"about {100 * on_idle / max(evaluations, 1):.0f}% of evaluations"
         )
     tools_chosen = Counter(r["tool"] for r in [*released, *held])
     print(f"tools proposed: {dict(tools_chosen)}")
@@ -322,6 +344,15 @@ def main() -> None:
     parser.add_argument("--wait-ms", type=int, default=10000)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--model-threads", type=int, default=0, help="MODEL_THREADS (default: product's)")
+    parser.add_argument(
+        "--model-threads-when-idle",
+        type=int,
+        default=None,
+        help="MODEL_THREADS_WHEN_IDLE (default: product's, every core; 0: never more than MODEL_THREADS)",
+    )
+    parser.add_argument(
+        "--busy-neighbour", action="store_true", help="keep one core busy with another process meanwhile"
+    )
     parser.add_argument(
         "--no-probe", dest="probe", action="store_false", help="servers without bench/probe.py"
     )

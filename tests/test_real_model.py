@@ -106,3 +106,28 @@ def test_a_prompt_too_long_for_the_context_is_a_backend_error(smollm2: LlamaCppB
     prompt = Prompt(system="x " * 5000, conversation=[], output_schema={"type": "object"})
     with pytest.raises(BackendError):
         smollm2.generate(prompt)
+
+
+def test_smollm2_uses_every_core_only_while_nothing_else_is_runnable(monkeypatch: Any) -> None:
+    import llama_cpp
+
+    from router.backends import llama_cpp as backend_module
+
+    backend = LlamaCppBackend(resolve_model_path(SMOLLM2_PATH), n_ctx=4096, n_threads=1, idle_threads=2)
+    task = TaskSpec("tool_use", [{"role": "user", "content": "Get order details for #W2378156"}], tools())
+    prompt = build_prompt(task)
+    backend.generate(prompt)  # evaluates the tool prefix once
+
+    def propose(runnable: int) -> tuple[dict[str, Any], int, int]:
+        monkeypatch.setattr(backend_module, "runnable_threads", lambda: runnable)
+        answer = json.loads(backend.generate(prompt).text)
+        threads = llama_cpp.llama_n_threads(backend._ctx)
+        return answer, backend.last_stats["evaluations_on_idle_threads"], threads
+
+    idle_answer, idle_evaluations, idle_threads = propose(1)  # only the caller is runnable
+    busy_answer, busy_evaluations, busy_threads = propose(3)  # two more threads want a core
+    assert idle_evaluations >= 2 and idle_threads == 2
+    assert busy_evaluations == 0 and busy_threads == 1
+    # Either way the answer is schema-valid (the thread count may round a near-tie differently).
+    for answer in (idle_answer, busy_answer):
+        assert not list(Draft202012Validator(prompt.output_schema).iter_errors(answer))

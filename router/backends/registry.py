@@ -44,6 +44,7 @@ def _load(spec: ModelSpec) -> ModelBackend:
             path,
             n_ctx=spec.context_size,
             n_threads=settings.MODEL_THREADS,
+            idle_threads=settings.MODEL_THREADS_WHEN_IDLE,
             n_gpu_layers=settings.MODEL_GPU_LAYERS,
         )
     if spec.backend == "anthropic":
