@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from django.test import Client
 
 from tests.conftest import IN_CI
@@ -133,6 +133,10 @@ def browser() -> Iterator[Any]:
             try:
                 yield instance
             finally:
+                # With that loop running, Django keeps this thread's connections per context,
+                # not per thread, so its own cleanup never sees the ones opened meanwhile: close
+                # them here, or they outlive the test database.
+                connections.close_all()
                 instance.close()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
