@@ -28,7 +28,7 @@ from reviewq.configuration import Configuration, current_configuration, stamp_su
 from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy
 from reviewq.policies import PolicyDecision, calls_of, decide_action
 from reviewq.transitions import move_request
-from router.backends.base import BackendError, Generation
+from router.backends.base import BackendError, Generation, Prompt
 from router.backends.registry import get_backend
 from router.models import EscalationPolicy, ModelSpec
 from router.pii import PIIFinding, find_pii
@@ -101,8 +101,10 @@ def run_pipeline(request_id: Any) -> None:
     task = task_spec_for(request, configuration)
     escalation = configuration.escalation_for(task.task_type)
     # Routing reads only configuration, so it happens before the claim: the claim and the route
-    # are then one guarded UPDATE (each write is a commit on the hot path).
-    route, no_route = _route_slm(task, configuration)
+    # are then one guarded UPDATE (each write is a commit on the hot path). The prompt it sizes
+    # is the one the small model then gets.
+    prompt = build_prompt(task)
+    route, no_route = _route_slm(task, prompt, configuration)
     if route:
         request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
     if not move_request(
@@ -114,7 +116,7 @@ def run_pipeline(request_id: Any) -> None:
     ):
         return  # lost the claim to another worker
 
-    outcome = _propose_with_slm(request, task, escalation, route) if route else no_route
+    outcome = _propose_with_slm(request, task, escalation, route, prompt) if route else no_route
     decision: PolicyDecision | None = None  # computed once for the proposal that goes on
     if outcome.action is not None and outcome.tier == ModelSpec.Tier.SLM:
         decision = _decide(request, outcome, configuration)
@@ -165,24 +167,25 @@ def task_spec_for(request: Request, configuration: Configuration | None = None) 
 # --- The small model ---
 
 
-def _route_slm(task: TaskSpec, configuration: Configuration) -> tuple[Route | None, Outcome]:
-    """The small model for ``task``, or None and the outcome that sends the request up the ladder."""
+def _route_slm(task: TaskSpec, prompt: Prompt, configuration: Configuration) -> tuple[Route | None, Outcome]:
+    """The small model for ``prompt``, or None and the outcome that sends the request up the ladder."""
     try:
-        route = _choose_model(task, ModelSpec.Tier.SLM, configuration)
+        route = _choose_model(task, prompt, ModelSpec.Tier.SLM, configuration)
     except NoModelAvailable as exc:
         trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
         return None, Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
     return route, Outcome(None)
 
 
-def _choose_model(task: TaskSpec, tier: str, configuration: Configuration) -> Route:
-    """The cheapest enabled model of ``tier`` for ``task`` (raises NoModelAvailable)."""
-    prompt_tokens = estimate_tokens(build_prompt(task))
+def _choose_model(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configuration) -> Route:
+    """The cheapest enabled model of ``tier`` for ``task`` whose context fits ``prompt`` (raises
+    NoModelAvailable)."""
+    prompt_tokens = estimate_tokens(prompt)
     return choose_model(task.task_type, prompt_tokens=prompt_tokens, tier=tier, models=configuration.models)
 
 
 def _propose_with_slm(
-    request: Request, task: TaskSpec, escalation: EscalationPolicy, route: Route
+    request: Request, task: TaskSpec, escalation: EscalationPolicy, route: Route, prompt: Prompt
 ) -> Outcome:
     backend, error = _backend(request, route.model)
     if backend is None:
@@ -198,7 +201,7 @@ def _propose_with_slm(
     for attempt in range(1, attempts + 1):
         purpose = ModelCall.Purpose.PROPOSE if attempt == 1 else ModelCall.Purpose.RETRY
         try:
-            generation = backend.generate(build_prompt(task, feedback=feedback))
+            generation = backend.generate(build_prompt(task, feedback=feedback) if feedback else prompt)
         except BackendError as exc:
             _record_failure(request, route.model, purpose, attempt, exc)
             outcome.trigger, outcome.failure = (
@@ -299,8 +302,10 @@ def _escalate(
         to_status=RequestStatus.ESCALATED,
     ):
         return Outcome(None, trigger="lost")
+    attempts = list(slm.attempts)
+    prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
     try:
-        route = _choose_model(task, ModelSpec.Tier.LLM, configuration)
+        route = _choose_model(task, prompt, ModelSpec.Tier.LLM, configuration)
     except NoModelAvailable as exc:
         return Outcome(
             None,
@@ -314,9 +319,9 @@ def _escalate(
             None, trigger=Trigger.BACKEND_ERROR, failure=f"{slm.failure}; {error}", attempts=slm.attempts
         )
 
-    attempts = list(slm.attempts)
     for attempt in range(1, escalation.max_llm_attempts + 1):
-        prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
+        if attempt > 1:  # the previous LLM answers failed validation too: show them as well
+            prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
         try:
             generation = backend.generate(prompt)
         except BackendError as exc:

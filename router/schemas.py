@@ -6,7 +6,6 @@ tool that exists) and the validator chain (so LLM answers are held to the same s
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 # Unbounded strings let a small model ramble until max_tokens; a cap keeps answers short.
@@ -27,28 +26,29 @@ def tool_parameters(tool: dict[str, Any]) -> dict[str, Any]:
 def bounded(schema: dict[str, Any], max_length: int = DEFAULT_STRING_MAX_LENGTH) -> dict[str, Any]:
     """A copy of ``schema`` for decoding: strings and arrays are capped and objects are closed.
 
-    Only the grammar uses it; validation checks answers against the agent's own schema.
+    Only the grammar uses it; validation checks answers against the agent's own schema. Built as
+    a new tree rather than a deep copy edited in place: every proposal builds one per tool, and
+    ``copy.deepcopy`` made that most of the prompt's cost.
     """
-    schema = copy.deepcopy(schema)
 
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            node_type = node.get("type")
-            if node_type == "string" and "maxLength" not in node and "enum" not in node:
-                node["maxLength"] = max_length
-            if node_type == "array" and "maxItems" not in node:
-                # Without a cap a small model can repeat items until max_tokens cuts the JSON.
-                node["maxItems"] = DEFAULT_ARRAY_MAX_ITEMS
-            if node_type == "object" and "properties" in node:
-                node.setdefault("additionalProperties", False)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
+    def rebuilt(node: Any) -> Any:
+        if isinstance(node, list):
+            return [rebuilt(value) for value in node]
+        if not isinstance(node, dict):
+            return node
+        copy = {key: rebuilt(value) for key, value in node.items()}
+        node_type = copy.get("type")
+        if node_type == "string" and "maxLength" not in copy and "enum" not in copy:
+            copy["maxLength"] = max_length
+        if node_type == "array" and "maxItems" not in copy:
+            # Without a cap a small model can repeat items until max_tokens cuts the JSON.
+            copy["maxItems"] = DEFAULT_ARRAY_MAX_ITEMS
+        if node_type == "object" and "properties" in copy:
+            copy.setdefault("additionalProperties", False)
+        return copy
 
-    visit(schema)
-    return schema
+    result: dict[str, Any] = rebuilt(schema)
+    return result
 
 
 def tool_call_schema(tool: dict[str, Any]) -> dict[str, Any]:
