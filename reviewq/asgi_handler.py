@@ -42,9 +42,10 @@ class PooledThreadASGIHandler(ASGIHandler):
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
+            # The thread is idle now: even when a client's disconnect cancels the view, asgiref
+            # waits for the sync call already running, and calls made after the context exits
+            # are refused (tests/test_asgi_handler.py checks the first).
             if len(self._idle) < IDLE_THREADS_KEPT:
-                # A call still running (a view cancelled by a client disconnect) finishes before
-                # the next request's first call on this thread: the executor runs one at a time.
                 self._idle.append(executor)
             else:
                 executor.shutdown(wait=False)

@@ -12,12 +12,35 @@ from typing import Any
 
 import pytest
 from django.core.signals import request_started
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
 from reviewq.asgi_handler import PooledThreadASGIHandler
 
+# Views for the test that uses this module as its URLconf.
+_view_threads: list[threading.Thread] = []
+_view_gate = threading.Event()
 
-async def _get(handler: PooledThreadASGIHandler, path: str) -> int:
-    """One GET through the handler; returns the response status."""
+
+def _slow_view(request: HttpRequest) -> HttpResponse:
+    _view_threads.append(threading.current_thread())
+    _view_gate.wait(timeout=10)
+    return HttpResponse("slow")
+
+
+def _quick_view(request: HttpRequest) -> HttpResponse:
+    _view_threads.append(threading.current_thread())
+    return HttpResponse("quick")
+
+
+urlpatterns = [path("slow", _slow_view), path("quick", _quick_view)]
+
+
+async def _get(handler: PooledThreadASGIHandler, path: str, *, disconnect: Any = None) -> int | None:
+    """One GET through the handler; returns the response status (None if there was none).
+
+    With ``disconnect`` (an awaitable), the client hangs up once it completes.
+    """
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -39,6 +62,9 @@ async def _get(handler: PooledThreadASGIHandler, path: str) -> int:
         if not delivered.is_set():
             delivered.set()
             return {"type": "http.request", "body": b"", "more_body": False}
+        if disconnect is not None:
+            await disconnect
+            return {"type": "http.disconnect"}
         await asyncio.Event().wait()  # the client stays connected
         raise AssertionError("unreachable")
 
@@ -46,7 +72,7 @@ async def _get(handler: PooledThreadASGIHandler, path: str) -> int:
         messages.append(message)
 
     await handler(scope, receive, send)
-    return next(m["status"] for m in messages if m["type"] == "http.response.start")
+    return next((m["status"] for m in messages if m["type"] == "http.response.start"), None)
 
 
 @pytest.fixture
@@ -72,7 +98,7 @@ def test_requests_one_after_another_reuse_one_pooled_thread(request_threads: Any
     seen, _ = request_threads
     handler = PooledThreadASGIHandler()
 
-    async def scenario() -> list[int]:
+    async def scenario() -> list[int | None]:
         return [await _get(handler, "/healthz") for _ in range(3)]
 
     assert asyncio.run(scenario()) == [200, 200, 200]
@@ -88,7 +114,7 @@ def test_a_request_never_shares_its_thread_with_one_in_flight(request_threads: A
     gate.clear()  # the first request holds its thread until the second has finished
     handler = PooledThreadASGIHandler()
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[int | None, int | None]:
         first = asyncio.ensure_future(_get(handler, "/healthz"))
         while not seen:
             await asyncio.sleep(0.01)
@@ -98,3 +124,34 @@ def test_a_request_never_shares_its_thread_with_one_in_flight(request_threads: A
 
     assert asyncio.run(scenario()) == (200, 200)
     assert seen[0] is not seen[1]
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("tests.test_asgi_handler")
+def test_a_cancelled_request_gives_its_thread_back_only_once_its_view_has_finished() -> None:
+    """What lending threads relies on: a client's disconnect cancels the view, but its sync call
+    runs to the end before the handler returns, so the thread is idle when lent again."""
+    _view_threads.clear()
+    _view_gate.clear()
+    finished: list[bool] = []
+    handler = PooledThreadASGIHandler()
+
+    async def view_started() -> None:
+        while not _view_threads:
+            await asyncio.sleep(0.01)
+        threading.Timer(0.3, _view_gate.set).start()  # the slow view ends a moment later
+
+    async def scenario() -> tuple[int | None, int | None]:
+        cancelled = await asyncio.wait_for(_get(handler, "/slow", disconnect=view_started()), timeout=5)
+        finished.append(_view_gate.is_set())
+        quick = await asyncio.wait_for(_get(handler, "/quick"), timeout=5)
+        return cancelled, quick
+
+    try:
+        cancelled, quick = asyncio.run(scenario())
+    finally:
+        _view_gate.set()
+    assert cancelled is None  # no response: the client had gone
+    assert finished == [True]  # the handler returned after the slow view, not before
+    assert quick == 200
+    assert len(_view_threads) == 2 and _view_threads[0] is _view_threads[1]  # the same thread, lent again
