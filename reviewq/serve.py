@@ -10,7 +10,8 @@ against 384-397/s at 85 % when the connections happened to spread (bench/gateway
 With one socket per process, bound with SO_REUSEPORT, the kernel spreads new connections across
 the processes by a hash of their addresses.
 
-A process that dies is started again on its socket; SIGINT or SIGTERM stops them all.
+A process that dies is started again on its socket (after a pause if it died within seconds of
+starting); SIGINT or SIGTERM stops them all.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing.connection
 import signal
 import socket
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -29,6 +31,8 @@ from uvicorn._subprocess import get_subprocess
 
 logger = logging.getLogger("reviewq.serve")
 APPLICATION = "reviewq.asgi:application"
+QUICK_EXIT_SECONDS = 5.0  # a process that exits sooner than this after its start...
+RESTART_PAUSE_SECONDS = 2.0  # ...is started again only after this pause
 
 
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
@@ -57,28 +61,38 @@ class Supervisor:
         self.config = config
         self.sockets = sockets
         self.processes: list[BaseProcess] = []
+        self.started_at: list[float] = []
         self.stopping = threading.Event()
 
-    def _start(self, sock: socket.socket) -> BaseProcess:
-        process = get_subprocess(self.config, uvicorn.Server(self.config).run, [sock])
+    def _start(self, index: int) -> None:
+        process = get_subprocess(self.config, uvicorn.Server(self.config).run, [self.sockets[index]])
         process.start()
-        return process
+        if index < len(self.processes):
+            self.processes[index], self.started_at[index] = process, time.monotonic()
+        else:
+            self.processes.append(process)
+            self.started_at.append(time.monotonic())
 
     def run(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._stop)
-        self.processes = [self._start(sock) for sock in self.sockets]
+        for index in range(len(self.sockets)):
+            self._start(index)
         host, port = self.sockets[0].getsockname()[:2]
         logger.info("serving on http://%s:%s with %d processes", host, port, len(self.processes))
         try:
             while not self.stopping.is_set():
                 multiprocessing.connection.wait([p.sentinel for p in self.processes], timeout=0.5)
                 for index, process in enumerate(self.processes):
-                    if not process.is_alive() and not self.stopping.is_set():
-                        logger.warning(
-                            "process %s exited (%s); starting another", process.pid, process.exitcode
-                        )
-                        self.processes[index] = self._start(self.sockets[index])
+                    if process.is_alive() or self.stopping.is_set():
+                        continue
+                    logger.warning("process %s exited (%s); starting another", process.pid, process.exitcode)
+                    if time.monotonic() - self.started_at[index] < QUICK_EXIT_SECONDS:
+                        # It died while starting (a bad setting, the database down): pause
+                        # rather than start processes in a tight loop.
+                        self.stopping.wait(RESTART_PAUSE_SECONDS)
+                    if not self.stopping.is_set():
+                        self._start(index)
         finally:
             for process in self.processes:
                 process.terminate()  # uvicorn finishes its in-flight requests on SIGTERM
