@@ -148,14 +148,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_before = {name: process_cpu_seconds(pid) for name, pid in cpu_pids.items()}
         started = time.monotonic()
         results = []
-        for index in range(args.requests):
-            results.append(post(index))
-            if (index + 1) % 50 == 0:
-                print(f"  {index + 1}/{args.requests} ({time.monotonic() - started:.0f} s)")
-        busy = cpu.busy_share()
-        if neighbour is not None:
-            neighbour.kill()
-            neighbour.wait()
+        try:
+            for index in range(args.requests):
+                results.append(post(index))
+                if (index + 1) % 50 == 0:
+                    print(f"  {index + 1}/{args.requests} ({time.monotonic() - started:.0f} s)")
+            busy = cpu.busy_share()
+        finally:
+            if neighbour is not None:  # never left spinning, whatever happened
+                neighbour.kill()
+                neighbour.wait()
         cpu_ms = {
             name: 1000 * (process_cpu_seconds(pid) - cpu_before[name]) / max(1, args.requests)
             for name, pid in cpu_pids.items()

@@ -13,7 +13,9 @@ returns the request's connections before the thread goes back, exactly as under 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import django
@@ -29,30 +31,49 @@ class PooledThreadASGIHandler(ASGIHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[RequestThread] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        # One worker per executor: the request's sync calls run in order on one thread, which is
-        # what thread-sensitive mode promises. The event loop is single-threaded, so the list
-        # needs no lock.
-        executor = self._idle.pop() if self._idle else _request_thread()
+        # The event loop is single-threaded, so the idle list needs no lock.
+        thread = self._idle.pop() if self._idle else RequestThread()
         try:
-            async with ThreadSensitiveContext(executor=executor):
+            async with ThreadSensitiveContext(executor=thread):
                 await self.handle(scope, receive, send)
         finally:
-            # The thread is idle now: even when a client's disconnect cancels the view, asgiref
-            # waits for the sync call already running, and calls made after the context exits
-            # are refused (tests/test_asgi_handler.py checks the first).
-            if len(self._idle) < IDLE_THREADS_KEPT:
-                self._idle.append(executor)
+            # Usually every call has finished by now. Not always: when a client's disconnect
+            # cancels the view, asgiref stops waiting for its sync call, which runs on (Django's
+            # request_finished queues behind it, but a handler that raised, or a server shutting
+            # down, need not wait). A thread still busy is never lent: it ends after its calls.
+            if thread.unfinished == 0 and len(self._idle) < IDLE_THREADS_KEPT:
+                self._idle.append(thread)
             else:
-                executor.shutdown(wait=False)
+                thread.shutdown(wait=False)
 
 
-def _request_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="django-request")
+class RequestThread(ThreadPoolExecutor):
+    """One thread that runs a request's sync calls in order, counting those not yet finished."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="django-request")
+        self.unfinished = 0
+        self._count_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._count_lock:
+            self.unfinished += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._count_finished()
+            raise
+        future.add_done_callback(self._count_finished)
+        return future
+
+    def _count_finished(self, future: Future[Any] | None = None) -> None:
+        with self._count_lock:
+            self.unfinished -= 1
 
 
 def get_asgi_application() -> PooledThreadASGIHandler:

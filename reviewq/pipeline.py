@@ -302,10 +302,10 @@ def _escalate(
         to_status=RequestStatus.ESCALATED,
     ):
         return Outcome(None, trigger="lost")
-    attempts = list(slm.attempts)
-    prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
     try:
-        route = _choose_model(task, prompt, ModelSpec.Tier.LLM, configuration)
+        # Sized without the earlier answers: a long list of them must not make "no model fits"
+        # send to a human a request that an LLM could take.
+        route = _choose_model(task, build_prompt(task), ModelSpec.Tier.LLM, configuration)
     except NoModelAvailable as exc:
         return Outcome(
             None,
@@ -319,9 +319,9 @@ def _escalate(
             None, trigger=Trigger.BACKEND_ERROR, failure=f"{slm.failure}; {error}", attempts=slm.attempts
         )
 
+    attempts = list(slm.attempts)
     for attempt in range(1, escalation.max_llm_attempts + 1):
-        if attempt > 1:  # the previous LLM answers failed validation too: show them as well
-            prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
+        prompt = build_prompt(task, feedback=_ladder_feedback(slm.trigger, attempts))
         try:
             generation = backend.generate(prompt)
         except BackendError as exc:

@@ -8,6 +8,7 @@ import logging
 import secrets
 import threading
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -154,24 +155,27 @@ def request_create(
         existing = _idempotent_replay(agent_key, idempotency_key, body_sha256)
         if existing is not None:
             return existing, False
+    # In autocommit (the API) the INSERT commits on its own, with no BEGIN and COMMIT round trips.
+    # Inside a caller's transaction it gets a savepoint, so that a lost race below leaves that
+    # transaction usable. Either way the pipeline is enqueued once the row is committed.
+    savepoint = transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
     try:
-        # One INSERT that commits on its own: no BEGIN and COMMIT round trips. The pipeline is
-        # enqueued once the row is committed (at once, or when a caller's transaction commits).
-        request = Request.objects.create(
-            agent_key=agent_key,
-            idempotency_key=idempotency_key,
-            body_sha256=body_sha256,
-            messages=payload["messages"],
-            tools=payload.get("tools") or [],
-            task_type=payload.get("task_type") or "",
-            response_schema=payload.get("response_schema"),
-            labels=payload.get("labels"),
-            output_format=payload.get("format", "json"),
-            parallel_tool_calls=payload.get("parallel_tool_calls", False),
-            callback_url=payload.get("callback_url") or "",
-            metadata=payload.get("metadata") or {},
-            lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
-        )
+        with savepoint:
+            request = Request.objects.create(
+                agent_key=agent_key,
+                idempotency_key=idempotency_key,
+                body_sha256=body_sha256,
+                messages=payload["messages"],
+                tools=payload.get("tools") or [],
+                task_type=payload.get("task_type") or "",
+                response_schema=payload.get("response_schema"),
+                labels=payload.get("labels"),
+                output_format=payload.get("format", "json"),
+                parallel_tool_calls=payload.get("parallel_tool_calls", False),
+                callback_url=payload.get("callback_url") or "",
+                metadata=payload.get("metadata") or {},
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
+            )
     except IntegrityError:
         # A concurrent POST with the same key won the insert: answer with its request.
         existing = _idempotent_replay(agent_key, idempotency_key, body_sha256)

@@ -104,9 +104,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif envbool("DB_POOL", "false"):
     # A connection pool per process (psycopg_pool): set by asgi.py for the web server, where every
     # request would otherwise open a new PostgreSQL connection (about 9 ms of server CPU each).
-    # Not CONN_MAX_AGE under ASGI instead: a request's sync work runs on a thread from a pool of
-    # up to 64 (reviewq.asgi_handler), and each would keep its own connection open. Workers and
-    # commands keep plain connections.
+    # Not CONN_MAX_AGE under ASGI instead: a request's sync work runs on a thread lent from a pool
+    # (reviewq.asgi_handler keeps up to 64 idle ones), and each would keep its own connection
+    # open. Workers and commands keep plain connections.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": envint("DB_POOL_MIN_SIZE", "2"),
@@ -209,11 +209,13 @@ MODEL_GPU_LAYERS = envint("MODEL_GPU_LAYERS", "0")
 # llama.cpp threads per model. One core is left for the web process and the database: with every
 # core busy elsewhere too, llama.cpp's threads wait on each other and a 1 s proposal takes 10 s
 # or more (measured on 2 cores with another process busy: 1 thread 1.4 s, 2 threads 8.9 s median).
-MODEL_THREADS = envint("MODEL_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
+# Cores this process may run on (a container's cpuset, not the host's count).
+USABLE_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+MODEL_THREADS = envint("MODEL_THREADS", str(max(1, USABLE_CORES - 1)))
 # ...but an evaluation that starts while nothing else on the machine is runnable uses this many
 # (every core: routine p50 276 -> 197 ms on 2 cores, bench/routine_latency.py, and unchanged with
 # a busy neighbour, where two fixed threads took 610 ms). 0 or MODEL_THREADS: never more.
-MODEL_THREADS_WHEN_IDLE = envint("MODEL_THREADS_WHEN_IDLE", str(os.cpu_count() or 1))
+MODEL_THREADS_WHEN_IDLE = envint("MODEL_THREADS_WHEN_IDLE", str(USABLE_CORES))
 
 # --- Telemetry ---
 # Model calls and finished requests older than this are deleted by `manage.py prune_telemetry`.

@@ -288,3 +288,32 @@ def test_concurrent_posts_with_one_idempotency_key_make_one_request(agent: Any) 
     assert len({request_id for _, request_id in answers}) == 1
     assert all(status in (201, 202) for status, _ in answers)
     assert Request.objects.count() == 1
+
+
+def test_a_lost_idempotency_race_inside_a_callers_transaction_leaves_it_usable(
+    agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a caller's transaction the INSERT has a savepoint: when another request with the
+    same key won the insert, the service still answers with that one, and the caller's
+    transaction goes on."""
+    from django.db import transaction
+
+    from reviewq import services
+
+    agent_key, _ = agent
+    first, created = services.request_create(agent_key=agent_key, payload=read_body(), idempotency_key="k1")
+    assert created
+    replay = services._idempotent_replay
+    looked: list[int] = []
+
+    def lose_the_race(*args: Any) -> Request | None:
+        looked.append(1)
+        return None if len(looked) == 1 else replay(*args)  # the first look misses the winner
+
+    monkeypatch.setattr(services, "_idempotent_replay", lose_the_race)
+    with transaction.atomic():
+        again, created = services.request_create(
+            agent_key=agent_key, payload=read_body(), idempotency_key="k1"
+        )
+        assert Request.objects.count() == 1  # the transaction still runs queries
+    assert again.id == first.id and not created

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
@@ -126,23 +126,31 @@ def test_a_request_never_shares_its_thread_with_one_in_flight(request_threads: A
     assert seen[0] is not seen[1]
 
 
+def _slow_request_cancelled(handler: PooledThreadASGIHandler) -> Any:
+    """A GET of the slow view whose client hangs up while the view runs; the view ends 0.3 s
+    after it started. Returns the response status (None: no response)."""
+
+    async def view_started() -> None:
+        while not _view_threads:
+            await asyncio.sleep(0.01)
+        threading.Timer(0.3, _view_gate.set).start()
+
+    return asyncio.wait_for(_get(handler, "/slow", disconnect=view_started()), timeout=5)
+
+
 @pytest.mark.django_db
 @pytest.mark.urls("tests.test_asgi_handler")
-def test_a_cancelled_request_gives_its_thread_back_only_once_its_view_has_finished() -> None:
-    """What lending threads relies on: a client's disconnect cancels the view, but its sync call
-    runs to the end before the handler returns, so the thread is idle when lent again."""
+def test_a_cancelled_request_gives_its_thread_back_once_its_view_has_finished() -> None:
+    """A disconnect cancels the view, but its sync call runs on: Django's request_finished
+    queues behind it on the same thread, so the handler returns once the view is done, and the
+    thread is lent again."""
     _view_threads.clear()
     _view_gate.clear()
     finished: list[bool] = []
     handler = PooledThreadASGIHandler()
 
-    async def view_started() -> None:
-        while not _view_threads:
-            await asyncio.sleep(0.01)
-        threading.Timer(0.3, _view_gate.set).start()  # the slow view ends a moment later
-
     async def scenario() -> tuple[int | None, int | None]:
-        cancelled = await asyncio.wait_for(_get(handler, "/slow", disconnect=view_started()), timeout=5)
+        cancelled = await _slow_request_cancelled(handler)
         finished.append(_view_gate.is_set())
         quick = await asyncio.wait_for(_get(handler, "/quick"), timeout=5)
         return cancelled, quick
@@ -152,6 +160,34 @@ def test_a_cancelled_request_gives_its_thread_back_only_once_its_view_has_finish
     finally:
         _view_gate.set()
     assert cancelled is None  # no response: the client had gone
-    assert finished == [True]  # the handler returned after the slow view, not before
+    assert finished == [True]
     assert quick == 200
     assert len(_view_threads) == 2 and _view_threads[0] is _view_threads[1]  # the same thread, lent again
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("tests.test_asgi_handler")
+def test_a_thread_still_running_a_cancelled_call_is_never_lent(monkeypatch: Any) -> None:
+    """Without request_finished receivers nothing queues behind the cancelled view, so the handler
+    returns while the view still runs on its thread: the next request must get another thread,
+    and must not wait for the slow view."""
+    monkeypatch.setattr(request_finished, "receivers", [])
+    monkeypatch.setattr(request_finished, "sender_receivers_cache", {})
+    _view_threads.clear()
+    _view_gate.clear()
+    still_running: list[bool] = []
+    handler = PooledThreadASGIHandler()
+
+    async def scenario() -> int | None:
+        await _slow_request_cancelled(handler)
+        still_running.append(not _view_gate.is_set())
+        return await asyncio.wait_for(_get(handler, "/quick"), timeout=5)
+
+    try:
+        quick = asyncio.run(scenario())
+        quick_finished_first = not _view_gate.is_set()
+    finally:
+        _view_gate.set()
+    assert still_running == [True]  # the case under test: the handler did not wait
+    assert quick == 200 and quick_finished_first
+    assert len(_view_threads) == 2 and _view_threads[0] is not _view_threads[1]

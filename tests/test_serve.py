@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from reviewq.serve import listening_sockets
+from reviewq.serve import main as serve_main
+from tests.conftest import require_services
 from tests.live import running_server
 
 
@@ -78,6 +80,7 @@ def _wait_until(condition: Any, timeout: float = 30) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_serve_runs_each_process_and_starts_another_when_one_dies() -> None:
+    require_services()  # several processes are refused without Redis (see the next test)
     with running_server(workers=2) as url:
         supervisor = _supervisor_pid(urllib.parse.urlsplit(url).port or 0)
         first = _children(supervisor)
@@ -88,7 +91,36 @@ def test_serve_runs_each_process_and_starts_another_when_one_dies() -> None:
         _wait_until(lambda: len(_children(supervisor)) == 2 and killed not in _children(supervisor))
 
         replaced = _children(supervisor)
-        for _ in range(20):  # both processes, the new one included, answer on the shared port
+        # 20 connections from 20 source ports: both sockets get some (all on one: 2 ** -19), and a
+        # connection waits in the new process's backlog until it serves it.
+        for _ in range(20):
             assert urllib.request.urlopen(f"{url}/healthz", timeout=10).status == 200
     # running_server sent SIGTERM: the supervisor stops its processes before it exits.
     _wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in replaced), timeout=30)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_processes_stop_when_the_supervisor_is_killed() -> None:
+    require_services()
+    with running_server(workers=2) as url:
+        supervisor = _supervisor_pid(urllib.parse.urlsplit(url).port or 0)
+        children = _children(supervisor)
+        assert len(children) == 2
+        os.kill(supervisor, signal.SIGKILL)  # no chance to stop them itself
+        _wait_until(lambda: not any(_alive(pid) for pid in children), timeout=30)
+
+
+def test_several_processes_without_redis_are_refused(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        serve_main(["--workers", "2", "--port", "0"])
+    assert exit_info.value.code == 2
+    assert "several processes need the services mode" in capsys.readouterr().err
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
