@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway_overhead.py [--requests 300] [--modes embedded,services]
         [--workers 1,2] [--connections 16] [--duration 10] [--conn-max-age 0] [--profile]
+        [--worker-pool prefork|solo] [--shared-socket]
 
 Overhead (REVIEWQ_MODEL_BACKEND=fake, the deterministic stand-in, which answers in well under a
 millisecond): one request at a time, POST /api/v1/requests with ``wait_ms`` and the 8 read-only
@@ -19,7 +20,8 @@ no worker running, so the figure is what the web tier accepts; POST without ``wa
 ``--connections`` keep-alive connections for ``--duration`` seconds, generated on 127.0.0.1 by
 ``wrk`` (C, one thread, a Lua POST script; apt-get install wrk) or, without wrk, a Python asyncio
 client. The web tier runs with each of ``--workers`` processes (one: uvicorn; more:
-``python -m reviewq.serve``, one SO_REUSEPORT socket per process); ``--conn-max-age`` tries values of Django's
+``python -m reviewq.serve``, one SO_REUSEPORT socket per process; ``--shared-socket``: uvicorn's
+own ``--workers``); ``--conn-max-age`` tries values of Django's
 DB_CONN_MAX_AGE (the product default is 0: a new database connection per request). Accepted =
 Request rows committed during the window (checked against the client's 202 count). CPU seconds
 of the web processes, PostgreSQL, Redis and the load generator are read from /proc, so "CPU ms
@@ -75,7 +77,7 @@ def overhead_pass(
     services = st.redis
     port = free_port()
     server = st.start_uvicorn(port, probe=probe)
-    worker = st.start_celery(probe=probe) if services else None
+    worker = st.start_celery(probe=probe, pool=args.worker_pool) if services else None
     client = Client(port, key)
     for index in range(20):  # warm-up: imports, template and grammar caches, connections
         client.request(
@@ -362,7 +364,9 @@ def intake_window(
         return int(st.query(sql)[0]["n"])
 
     port = free_port()
-    server = st.start_uvicorn(port, workers=workers, DB_CONN_MAX_AGE=str(conn_max_age))
+    server = st.start_uvicorn(
+        port, workers=workers, shared_socket=args.shared_socket, DB_CONN_MAX_AGE=str(conn_max_age)
+    )
     try:
         time.sleep(1.0 if workers == 1 else 3.0)  # let every worker process finish starting
         load(2)  # warm-up: each worker imports, connects and fills its caches before the window
@@ -487,6 +491,14 @@ def main() -> None:
         "settings), or bench/pg_variants.py's pool, async_commit, pool+async_commit",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of the servers")
+    parser.add_argument(
+        "--worker-pool", default="prefork", help="the services mode's Celery pool (the product's: prefork)"
+    )
+    parser.add_argument(
+        "--shared-socket",
+        action="store_true",
+        help="intake with several processes as `uvicorn --workers N` on one socket, not reviewq.serve",
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     args.modes = [m for m in args.modes.split(",") if m]

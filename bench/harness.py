@@ -348,15 +348,24 @@ class Stack:
         return process
 
     def start_uvicorn(
-        self, port: int, *, workers: int = 1, probe: bool = False, access_log: bool = False, **env: str
+        self,
+        port: int,
+        *,
+        workers: int = 1,
+        shared_socket: bool = False,
+        probe: bool = False,
+        access_log: bool = False,
+        **env: str,
     ) -> subprocess.Popen[bytes]:
+        """The web tier: uvicorn for one process; for more, one process per SO_REUSEPORT socket
+        (reviewq.serve), or with ``shared_socket`` uvicorn's own ``--workers`` on one socket,
+        where a few keep-alive connections can all land on one process."""
         runner = [PYTHON, str(ROOT / "bench" / "probe.py")] if probe else [PYTHON, "-m"]
-        if workers > 1:
-            # One process per SO_REUSEPORT socket (reviewq.serve): with uvicorn's shared socket a
-            # few keep-alive connections could all land on one process.
+        if workers > 1 and not shared_socket:
             argv = [*runner, "reviewq.serve", "--port", str(port), "--workers", str(workers)]
         else:
             argv = [*runner, "uvicorn", "reviewq.asgi:application", "--port", str(port), "--lifespan", "on"]
+            argv += ["--workers", str(workers)]
         argv += ["--host", "127.0.0.1"]
         if not access_log:
             argv.append("--no-access-log")

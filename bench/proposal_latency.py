@@ -1,7 +1,8 @@
 """How long SmolLM2 takes to propose a tool call on this machine, through LlamaCppBackend.
 
 Standalone (no Django): loads the model once, proposes calls to the 16 tau-bench retail tools,
-then alternates two tool sets with and without saved prefix states.
+then alternates two tool sets with and without saved prefix states. It also prints what one
+evaluation costs by batch size, and how long llama.cpp's OpenMP workers stay runnable after one.
 
     .venv/bin/python bench/proposal_latency.py [--runs 20] [--alt-runs 8] [--threads N]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from router.backends.base import Generation, Prompt  # noqa: E402
-from router.backends.llama_cpp import LlamaCppBackend  # noqa: E402
+from router.backends.llama_cpp import LlamaCppBackend, runnable_threads  # noqa: E402
 from router.schemas import tool_choice_schema  # noqa: E402
 
 TOOLS_FILE = ROOT / "reviewq" / "data" / "retail_tools.json"
@@ -173,6 +175,29 @@ def batch_cost(backend: LlamaCppBackend, runs: int = 7) -> None:
     print("one model evaluation by batch size: " + ", ".join(costs))
 
 
+def openmp_spin(model: Path, runs: int = 10) -> None:
+    """How long llama.cpp's OpenMP workers stay runnable after an evaluation on two threads: the
+    window in which LlamaCppBackend counts them as its own (OPENMP_SPIN_SECONDS), not as other
+    work. Counts /proc/loadavg's runnable threads at delays after each evaluation."""
+    if len(os.sched_getaffinity(0)) < 2 or runnable_threads() is None:
+        return
+    backend = LlamaCppBackend(model, n_threads=2)
+    llama = backend._llama
+    tokens = list(llama.tokenize(b"hello world " * 100, add_bos=False))[:108]
+    llama.eval(tokens[:100])
+    counts = []
+    for delay_ms in (0, 2, 5, 10, 20):
+        seen = []
+        for _ in range(runs):
+            llama.n_tokens = 100
+            llama.eval(tokens[100:108])
+            time.sleep(delay_ms / 1000)
+            seen.append(runnable_threads() or 0)
+        counts.append(f"{delay_ms} ms: {statistics.median(seen):.0f}")
+    del backend
+    print(f"runnable threads (the caller included) after a 2-thread evaluation, median: {', '.join(counts)}")
+
+
 def alternating(
     model: Path, tools: list[dict[str, Any]], runs: int, threads: int | None, gpu_layers: int = 0
 ) -> None:
@@ -220,6 +245,7 @@ def main() -> None:
     proposals(backend, tools, args.runs)
     batch_cost(backend)
     del backend
+    openmp_spin(model)
     if args.alt_runs:
         alternating(model, tools, args.alt_runs, args.threads, args.gpu_layers)
     print(f"total bench time {time.perf_counter() - started:.1f} s")

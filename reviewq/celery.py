@@ -20,8 +20,8 @@ def keep_database_connections(**kwargs: Any) -> None:
     """A worker process reuses its database connection from task to task.
 
     Opening a PostgreSQL connection cost about 4 ms of each routine request. A worker is a
-    long-lived process whose tasks run one at a time per process or thread, so unlike the ASGI
-    web server (a thread per request) its persistent connections are bounded by its concurrency.
+    long-lived process whose tasks run one at a time per process or thread, so its persistent
+    connections are bounded by its concurrency (the web server pools its connections instead).
     Celery's Django fix-up closes every connection around each task unless CELERY_DB_REUSE_MAX
     is set (settings.py); ``tidy_database_connections`` then closes one that is older than
     WORKER_DB_CONN_MAX_AGE or fails its health check.

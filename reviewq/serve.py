@@ -4,9 +4,9 @@
 
 Why not ``uvicorn --workers N``: its processes share one listening socket, and the one that wakes
 first takes the connections that are waiting. With a few long-lived keep-alive connections (an
-agent fleet's HTTP pool, a load generator) one process can end up serving nearly all of them
-while the others idle: on 2 cores, intake measured 256/s with the CPU 59 % busy on such runs
-against 384-397/s at 85 % when the connections happened to spread (bench/gateway_overhead.py).
+agent fleet's HTTP pool, a load generator) one process can end up serving all of them while the
+others idle: on 2 cores, 2 of 10 intake runs of ``bench/gateway_overhead.py --shared-socket``
+did, at 218 and 256/s with the CPU 58-59 % busy, against 324-446/s when the connections spread.
 With one socket per process, bound with SO_REUSEPORT, the kernel spreads new connections across
 the processes by a hash of their addresses.
 

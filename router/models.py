@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -31,32 +33,32 @@ class ConfigVersion(models.Model):
             cls.objects.get_or_create(pk=1)  # the row is gone (a flushed test database): a new one
 
 
+@contextmanager
+def changing_configuration(using: str | None = None) -> Iterator[None]:
+    """Around a write to configuration: the write and a new stamp commit together."""
+    with transaction.atomic(using=using):
+        yield
+        ConfigVersion.bump()
+
+
 class ConfigQuerySet(models.QuerySet):
     """Bulk writes to configuration change the stamp too (they send no save or delete signals)."""
 
     def update(self, **kwargs: Any) -> int:
-        with transaction.atomic(using=self.db):
-            rows = super().update(**kwargs)
-            ConfigVersion.bump()
-        return rows
+        with changing_configuration(self.db):
+            return super().update(**kwargs)
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        with transaction.atomic(using=self.db):
-            deleted = super().delete()
-            ConfigVersion.bump()
-        return deleted
+        with changing_configuration(self.db):
+            return super().delete()
 
     def bulk_create(self, *args: Any, **kwargs: Any) -> list[Any]:
-        with transaction.atomic(using=self.db):
-            created = super().bulk_create(*args, **kwargs)
-            ConfigVersion.bump()
-        return created
+        with changing_configuration(self.db):
+            return super().bulk_create(*args, **kwargs)
 
     def bulk_update(self, *args: Any, **kwargs: Any) -> int:
-        with transaction.atomic(using=self.db):
-            rows = super().bulk_update(*args, **kwargs)
-            ConfigVersion.bump()
-        return rows
+        with changing_configuration(self.db):
+            return super().bulk_update(*args, **kwargs)
 
 
 class ConfigModel(models.Model):
@@ -69,15 +71,12 @@ class ConfigModel(models.Model):
         abstract = True
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        with transaction.atomic(using=kwargs.get("using")):
+        with changing_configuration(kwargs.get("using")):
             super().save(*args, **kwargs)
-            ConfigVersion.bump()
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        with transaction.atomic(using=kwargs.get("using")):
-            deleted = super().delete(*args, **kwargs)
-            ConfigVersion.bump()
-        return deleted
+        with changing_configuration(kwargs.get("using")):
+            return super().delete(*args, **kwargs)
 
 
 class ModelSpec(ConfigModel):

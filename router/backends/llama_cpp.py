@@ -47,8 +47,9 @@ GRAMMAR_CACHE_SIZE = 16
 _SHORTLIST = 64  # top tokens checked against the grammar before masking the whole vocabulary
 PREFIX_CACHE_SIZE = 8
 ANSWER_MEMORY = 4  # recent answers per output schema, kept as drafts for the next ones
-# How long llama.cpp's OpenMP workers stay runnable (spinning) after an evaluation: measured 5-10
-# ms. A longer spin is only mistaken for other work (one thread, the safe side).
+# How long llama.cpp's OpenMP workers stay runnable (spinning) after an evaluation: still at 5 ms,
+# gone by 10 ms (bench/proposal_latency.py prints it). A longer spin is only mistaken for other
+# work (one thread, the safe side).
 OPENMP_SPIN_SECONDS = 0.01
 
 # The grammar converter lets a single optional space around JSON punctuation; every space the
