@@ -28,7 +28,7 @@ def bounded(schema: dict[str, Any], max_length: int = DEFAULT_STRING_MAX_LENGTH)
 
     Only the grammar uses it; validation checks answers against the agent's own schema. Built as
     a new tree rather than a deep copy edited in place: every proposal builds one per tool, and
-    ``copy.deepcopy`` made that most of the prompt's cost.
+    ``copy.deepcopy`` is the slow way to copy plain JSON.
     """
 
     def rebuilt(node: Any) -> Any:
