@@ -406,22 +406,23 @@ def setup_django(*, anthropic_key: str | None) -> Harness:
 
     django.setup()
     from django.core.management import call_command
+    from django.utils.module_loading import import_string
 
-    from reviewq import dispatch, pipeline
-    from reviewq.services import agent_key_create
+    from reviewq.runtime import dispatch
+    from reviewq.services.agent_keys import agent_key_create
     from router.defaults import ensure_default_models
 
     call_command("migrate", verbosity=0)
     ensure_default_models()
     # As tests/conftest.py's inline_pipeline fixture: run the pipeline in this thread on commit.
-    dispatch._publish = pipeline.run_pipeline  # type: ignore[assignment]
+    dispatch.publish = lambda task_name, *args: import_string(task_name)(*args)  # type: ignore[assignment]
     key, _ = agent_key_create(name="bfcl-bench")
     return Harness(data_dir=directory, agent_key=key)
 
 
 def submit(harness: Harness, question: Question) -> Any:
     """Creates the request for ``question``; the pipeline runs to its end before this returns."""
-    from reviewq.services import request_create
+    from reviewq.services.intake import request_create
 
     payload = {
         "messages": question.messages,

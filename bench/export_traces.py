@@ -207,7 +207,7 @@ def insert_traces(count: int, seed: int = 7) -> float:
     from django.db import transaction
     from django.utils import timezone
 
-    from reviewq.demo import retail_tools
+    from reviewq.config.demo import retail_tools
     from reviewq.models import AgentKey, GoldenTrace, Request, RequestStatus, ReviewItem
 
     rng = random.Random(seed)

@@ -20,7 +20,7 @@ no worker running, so the figure is what the web tier accepts; POST without ``wa
 ``--connections`` keep-alive connections for ``--duration`` seconds, generated on 127.0.0.1 by
 ``wrk`` (C, one thread, a Lua POST script; apt-get install wrk) or, without wrk, a Python asyncio
 client. The web tier runs with each of ``--workers`` processes (one: uvicorn; more:
-``python -m reviewq.serve``, one SO_REUSEPORT socket per process; ``--shared-socket``: uvicorn's
+``python -m reviewq.runtime.serve``, one SO_REUSEPORT socket per process; ``--shared-socket``: uvicorn's
 own ``--workers``); ``--conn-max-age`` tries values of Django's
 DB_CONN_MAX_AGE (the product default is 0: a new database connection per request). Accepted =
 Request rows committed during the window (checked against the client's 202 count). CPU seconds
@@ -471,7 +471,7 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         default="1,2",
-        help="web processes for intake (1: uvicorn, more: reviewq.serve); empty: skip",
+        help="web processes for intake (1: uvicorn, more: reviewq.runtime.serve); empty: skip",
     )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=float, default=10.0)
@@ -497,7 +497,7 @@ def main() -> None:
     parser.add_argument(
         "--shared-socket",
         action="store_true",
-        help="intake with several processes as `uvicorn --workers N` on one socket, not reviewq.serve",
+        help="intake with several processes as `uvicorn --workers N` on one socket (not reviewq's serve)",
     )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()

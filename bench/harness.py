@@ -358,11 +358,11 @@ class Stack:
         **env: str,
     ) -> subprocess.Popen[bytes]:
         """The web tier: uvicorn for one process; for more, one process per SO_REUSEPORT socket
-        (reviewq.serve), or with ``shared_socket`` uvicorn's own ``--workers`` on one socket,
+        (reviewq.runtime.serve), or with ``shared_socket`` uvicorn's own ``--workers`` on one socket,
         where a few keep-alive connections can all land on one process."""
         runner = [PYTHON, str(ROOT / "bench" / "probe.py")] if probe else [PYTHON, "-m"]
         if workers > 1 and not shared_socket:
-            argv = [*runner, "reviewq.serve", "--port", str(port), "--workers", str(workers)]
+            argv = [*runner, "reviewq.runtime.serve", "--port", str(port), "--workers", str(workers)]
         else:
             argv = [*runner, "uvicorn", "reviewq.asgi:application", "--port", str(port), "--lifespan", "on"]
             argv += ["--workers", str(workers)]

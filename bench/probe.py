@@ -179,7 +179,9 @@ def install() -> None:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models.sql import compiler
 
-    from reviewq import alerts, live, pipeline, selectors, services, webhooks
+    from reviewq import api, selectors, tasks
+    from reviewq.notify import alerts, push, webhooks
+    from reviewq.pipeline import ladder, run
     from router.backends.fake import FakeBackend
 
     for klass in (compiler.SQLCompiler, compiler.SQLInsertCompiler, compiler.SQLUpdateCompiler):
@@ -188,18 +190,20 @@ def install() -> None:
     if os.environ.get("BENCH_PROBE_SQL"):
         _record_statements()
     _patch(BaseDatabaseWrapper, "_commit", "db")
-    for name in (
-        "current_configuration",
-        "task_spec_for",
-        "choose_model",
-        "estimate_tokens",
-        "build_prompt",
-        "get_backend",
+    # Each name is patched where the pipeline calls it (the modules import them by name).
+    for module, name in (
+        (run, "current_configuration"),
+        (run, "task_spec_for"),
+        (run, "build_prompt"),
+        (ladder, "choose_model"),
+        (ladder, "estimate_tokens"),
+        (ladder, "build_prompt"),
+        (ladder, "get_backend"),
     ):
-        _patch(pipeline, name, "routing")
-    for name in ("parse_answer", "_confidence", "_too_uncertain", "_decide", "_pii_in"):
-        _patch(pipeline, name, "validation")
-    _patch(pipeline, "model_call_record", "telemetry")
+        _patch(module, name, "routing")
+    _patch(ladder, "parse_answer", "validation")
+    _patch(run, "decide_answer", "validation")
+    _patch(ladder, "model_call_record", "telemetry")
     _patch(alerts, "page_if_nobody_watching", "alerts")
     _patch(webhooks, "request_finished", "webhook")
     _patch(FakeBackend, "generate", "model")
@@ -220,21 +224,23 @@ def install() -> None:
 
         LlamaCppBackend.generate = llama_generate  # type: ignore[method-assign]
 
-    push = live.push_item_added
+    pushed = push.push_item_upserted
 
-    def push_item_added(item: Any) -> None:
+    def push_item_upserted(item: Any) -> None:
         span = _current.get()
         started = time.time()
-        timed("push", push)(item)
+        timed("push", pushed)(item)
         if span is not None:
             span.extra.setdefault("push", []).append({"item": item.id, "t0": started, "t1": time.time()})
 
-    live.push_item_added = push_item_added  # type: ignore[assignment]
+    push.push_item_upserted = push_item_upserted  # type: ignore[assignment]
 
-    pipeline.run_pipeline = spanned("pipeline", pipeline.run_pipeline, lambda request_id: str(request_id))  # type: ignore[assignment]
-    services.request_create = spanned("intake", services.request_create, lambda **kw: "")  # type: ignore[assignment]
-    services.agent_key_authenticate = spanned(  # type: ignore[assignment]
-        "auth", services.agent_key_authenticate, lambda *a, **kw: ""
+    tasks.run_request_pipeline = spanned(  # type: ignore[assignment]
+        "pipeline", tasks.run_request_pipeline, lambda request_id: str(request_id)
+    )
+    api.request_create = spanned("intake", api.request_create, lambda **kw: "")  # type: ignore[assignment]
+    api.agent_key_authenticate = spanned(  # type: ignore[assignment]
+        "auth", api.agent_key_authenticate, lambda *a, **kw: ""
     )
     wait_final = selectors.request_wait_final
 

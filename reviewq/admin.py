@@ -7,23 +7,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from reviewq.errors import ApplicationError
-from reviewq.models import (
-    AgentKey,
-    AuditEvent,
-    GoldenTrace,
-    Request,
-    ReviewItem,
-    RiskPolicy,
-    ToolSpec,
-    WebhookDelivery,
-)
-from reviewq.policies import preview_policies
-from router.conditions import check_condition
-from telemetry.admin_actions import (
-    export_selected_traces,
-    export_selected_traces_dpo,
-    export_selected_traces_raw,
-)
+from reviewq.models import AgentKey, AuditEvent, Request, ReviewItem, RiskPolicy, ToolSpec, WebhookDelivery
+from reviewq.pipeline.policies import preview_policies
+from router.contracts import Tier
 
 
 @admin.register(AgentKey)
@@ -70,50 +56,13 @@ class ReviewItemAdmin(ReadOnlyAdmin):
     list_filter = ["status", "policy"]
 
 
-@admin.register(GoldenTrace)
-class GoldenTraceAdmin(ReadOnlyAdmin):
-    list_display = ["id", "request", "decision", "reviewer", "time_to_decision_ms", "created_at"]
-    list_filter = ["decision"]
-    actions = [export_selected_traces, export_selected_traces_dpo, export_selected_traces_raw]
-
-
-class ToolSpecForm(forms.ModelForm):
-    class Meta:
-        model = ToolSpec
-        fields = ["name", "description", "parameters", "risk_tags", "rules", "enabled"]
-
-    def clean_rules(self) -> list:
-        rules = self.cleaned_data["rules"] or []
-        if not isinstance(rules, list):
-            raise forms.ValidationError('rules must be a list of {"condition": ..., "message": ...}')
-        for rule in rules:
-            problem = (
-                check_condition(rule.get("condition", "")) if isinstance(rule, dict) else "not an object"
-            )
-            if problem:
-                raise forms.ValidationError(problem)
-        return rules
-
-
 @admin.register(ToolSpec)
 class ToolSpecAdmin(admin.ModelAdmin):
-    form = ToolSpecForm
+    # Rules are checked by ToolSpec.clean, as for import_config.
+    fields = ["name", "description", "parameters", "risk_tags", "rules", "enabled"]
     list_display = ["name", "risk_tags", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
-
-
-class RiskPolicyForm(forms.ModelForm):
-    class Meta:
-        model = RiskPolicy
-        exclude: list[str] = []
-
-    def clean_condition(self) -> str:
-        condition = self.cleaned_data["condition"].strip()
-        problem = check_condition(condition) if condition else None
-        if problem:
-            raise forms.ValidationError(problem)
-        return condition
 
 
 class PreviewForm(forms.Form):
@@ -123,12 +72,12 @@ class PreviewForm(forms.Form):
         "or an action with tool_calls.",
     )
     uncertainty = forms.FloatField(required=False, min_value=0, max_value=1)
-    tier = forms.ChoiceField(choices=[("slm", "slm"), ("llm", "llm")], initial="slm")
+    tier = forms.ChoiceField(choices=Tier.choices, initial=Tier.SLM)
 
 
 @admin.register(RiskPolicy)
 class RiskPolicyAdmin(admin.ModelAdmin):
-    form = RiskPolicyForm
+    # The condition is checked by RiskPolicy.clean, as for import_config.
     list_display = [
         "priority",
         "name",

@@ -10,9 +10,9 @@ class ReviewqConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
-        from reviewq.configuration import connect_signals
+        from reviewq.config.snapshot import connect_signals
         from reviewq.models import AgentKey
-        from reviewq.services import agent_keys_forget
+        from reviewq.services.agent_keys import agent_keys_forget
 
         connect_signals()
         post_save.connect(agent_keys_forget, sender=AgentKey, dispatch_uid="reviewq.agent_keys_forget")

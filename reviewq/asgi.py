@@ -6,10 +6,18 @@ import os
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "reviewq.settings")
-# The web server pools its PostgreSQL connections (see DB_POOL in settings).
-os.environ.setdefault("DB_POOL", "true")
 
-from reviewq.asgi_handler import get_asgi_application
+from django.apps import apps
+
+from reviewq.runtime.database import pool_web_connections
+
+if not apps.ready:
+    # This module sets Django up: the process is a web server, so it pools its connections. A
+    # process that set Django up before importing this (a test run) keeps its connections as
+    # they are.
+    pool_web_connections()
+
+from reviewq.runtime.asgi_handler import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
@@ -19,7 +27,9 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from reviewq.notify.finality import ensure_listener  # noqa: E402
 from reviewq.routing import websocket_urlpatterns  # noqa: E402
+from reviewq.runtime.embedded import start_scheduler  # noqa: E402
 
 protocol_router = ProtocolTypeRouter(
     {
@@ -42,12 +52,8 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             if settings.REDIS_URL:
-                from reviewq.finality import ensure_listener
-
                 ensure_listener()  # subscribed before the first wait_ms caller arrives
             if settings.EMBEDDED_WORKER:
-                from reviewq.embedded import start_scheduler
-
                 start_scheduler()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

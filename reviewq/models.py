@@ -1,19 +1,25 @@
 """The gateway's records: agent keys, requests, tools and policies, held items, golden traces.
 
-State changes never go through ``save()`` on a loaded row: services move a request or a review
-item with a conditional UPDATE (see reviewq/transitions.py), so a redelivered task or a second
-reviewer can never move it twice.
+State changes never go through ``save()`` on a loaded row: a request or a review item moves with a
+conditional UPDATE (see reviewq/transitions.py), so a redelivered task or a second reviewer can
+never move it twice.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from reviewq.errors import ApplicationError
+from router.conditions import check_condition, check_rules
+from router.contracts import Tier
 from router.models import ConfigModel
 
 
@@ -71,6 +77,19 @@ WORKING_STATUSES = frozenset(
         RequestStatus.ADJUDICATING,
     }
 )
+
+
+class DecisionBy(models.TextChoices):
+    """Who or what decided a request, as its decision trail's ``"by"`` says.
+
+    The pipeline when no model produced a valid action (held for a human); a risk policy on a
+    validated action (released, denied, adjudicated or held); a reviewer; expiry.
+    """
+
+    PIPELINE = "pipeline"
+    POLICY = "policy"
+    REVIEWER = "reviewer"
+    EXPIRY = "expiry"
 
 
 class Request(models.Model):
@@ -155,6 +174,12 @@ class ToolSpec(ConfigModel):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        """Business rules must be valid in the condition language (admin and import_config)."""
+        problem = check_rules(self.rules or [])
+        if problem:
+            raise ValidationError({"rules": problem})
+
 
 class RiskPolicy(ConfigModel):
     """A deterministic rule: which actions it matches, and what happens to them."""
@@ -164,11 +189,6 @@ class RiskPolicy(ConfigModel):
         ADJUDICATE = "adjudicate", "Second-model check"
         HUMAN = "human", "Hold for a human"
         BLOCK = "block", "Block (deny)"
-
-    class Tier(models.TextChoices):
-        ANY = "", "any tier"
-        SLM = "slm", "small model"
-        LLM = "llm", "large model"
 
     class AdjudicatorApprove(models.TextChoices):
         RELEASE = "release", "release"
@@ -192,14 +212,17 @@ class RiskPolicy(ConfigModel):
     min_uncertainty = models.FloatField(
         null=True, blank=True, help_text="Matches when the proposal's uncertainty score is above this."
     )
-    model_tier = models.CharField(max_length=4, choices=Tier.choices, blank=True, default="")
+    model_tier = models.CharField(
+        max_length=4, choices=[("", "any tier"), *Tier.choices], blank=True, default=""
+    )
     match_pii = models.BooleanField(default=False, help_text="Matches only when the arguments hold PII.")
     decision = models.CharField(max_length=16, choices=Decision.choices)
     adjudicator_tier = models.CharField(
         max_length=4,
-        choices=[("slm", "small model (Gemma-3-270M by default)"), ("llm", "large model")],
-        default="slm",
-        help_text="Which tier's adjudication model checks proposals under this policy.",
+        choices=Tier.choices,
+        default=Tier.SLM,
+        help_text="Which tier's adjudication model checks proposals under this policy "
+        "(the small one is Gemma-3-270M by default).",
     )
     on_adjudicator_approve = models.CharField(
         max_length=8, choices=AdjudicatorApprove.choices, default=AdjudicatorApprove.RELEASE
@@ -226,6 +249,13 @@ class RiskPolicy(ConfigModel):
 
     def __str__(self) -> str:
         return f"{self.priority}: {self.name} → {self.decision}"
+
+    def clean(self) -> None:
+        """The condition must be valid in the condition language (admin and import_config)."""
+        self.condition = (self.condition or "").strip()
+        problem = check_condition(self.condition) if self.condition else None
+        if problem:
+            raise ValidationError({"condition": problem})
 
 
 class ReviewItem(models.Model):
@@ -267,6 +297,34 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"Review of {self.request_id} ({self.status})"
+
+    def check_may_decide(self, reviewer: Any, now: datetime) -> None:
+        """Raises ApplicationError unless ``reviewer`` may decide this item at ``now``: separation of
+        duties, group, expiry, finality and claims, checked in that order."""
+        if self.request.agent_key.owner_id is not None and self.request.agent_key.owner_id == reviewer.pk:
+            raise ApplicationError(
+                "own_request", "you raised this request, so someone else must decide on it", status=403
+            )
+        if self.reviewer_group_id and not reviewer.is_superuser:
+            if not reviewer.groups.filter(id=self.reviewer_group_id).exists():
+                raise ApplicationError("wrong_group", "this item is for another reviewer group", status=403)
+        if self.status == self.Status.EXPIRED or (
+            self.status == self.Status.PENDING and self.expires_at <= now
+        ):
+            raise ApplicationError("expired", "this item expired before the decision", status=410)
+        if self.status != self.Status.PENDING:
+            raise ApplicationError("already_decided", f"this item was already {self.status}", status=409)
+        if (
+            self.claimed_by_id
+            and self.claimed_by_id != reviewer.pk
+            and self.claim_expires_at
+            and self.claim_expires_at > now
+        ):
+            raise ApplicationError(
+                "claimed",
+                f"{self.claimed_by} is working on this item until {self.claim_expires_at:%H:%M:%S}",
+                status=409,
+            )
 
 
 class Approval(models.Model):

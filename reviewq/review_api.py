@@ -13,10 +13,12 @@ from ninja import Router, Schema
 from ninja.security import SessionAuth
 from pydantic import Field
 
-from reviewq import selectors, services
+from reviewq import selectors
 from reviewq.models import ReviewItem
+from reviewq.permissions import is_reviewer
 from reviewq.schemas import ErrorOut
-from reviewq.views import is_reviewer
+from reviewq.selectors import QueueFilter
+from reviewq.services import decisions
 
 
 class ReviewerAuth(SessionAuth):
@@ -75,25 +77,25 @@ def _reviewer(request: HttpRequest) -> User:
 @router.get("/items", response=list[ItemOut])
 def list_items(request: HttpRequest, tag: str = "", group: str = "") -> list[ItemOut]:
     """Pending items, most urgent first."""
-    return [ItemOut.of(item) for item in selectors.review_items_pending(tag=tag, group=group)]
+    return [ItemOut.of(item) for item in selectors.review_items_pending(QueueFilter(tag=tag, group=group))]
 
 
 @router.post("/items/{item_id}/claim", response={200: ItemOut, **_ERRORS})
 def claim(request: HttpRequest, item_id: int) -> ItemOut:
-    return ItemOut.of(services.review_claim(item_id=item_id, reviewer=_reviewer(request)))
+    return ItemOut.of(decisions.review_claim(item_id=item_id, reviewer=_reviewer(request)))
 
 
 @router.post("/items/{item_id}/approve", response={200: ItemOut, **_ERRORS})
 def approve(request: HttpRequest, item_id: int) -> ItemOut:
-    return ItemOut.of(services.review_approve(item_id=item_id, reviewer=_reviewer(request)))
+    return ItemOut.of(decisions.review_approve(item_id=item_id, reviewer=_reviewer(request)))
 
 
 @router.post("/items/{item_id}/deny", response={200: ItemOut, **_ERRORS})
 def deny(request: HttpRequest, item_id: int, body: DenyIn) -> ItemOut:
-    return ItemOut.of(services.review_deny(item_id=item_id, reviewer=_reviewer(request), reason=body.reason))
+    return ItemOut.of(decisions.review_deny(item_id=item_id, reviewer=_reviewer(request), reason=body.reason))
 
 
 @router.post("/items/{item_id}/edit", response={200: ItemOut, **_ERRORS})
 def edit(request: HttpRequest, item_id: int, body: EditIn) -> ItemOut:
     calls = [call.model_dump() for call in body.tool_calls]
-    return ItemOut.of(services.review_edit(item_id=item_id, reviewer=_reviewer(request), tool_calls=calls))
+    return ItemOut.of(decisions.review_edit(item_id=item_id, reviewer=_reviewer(request), tool_calls=calls))

@@ -10,6 +10,8 @@ from django.conf import settings
 from ninja import Schema
 from pydantic import Field, HttpUrl, field_validator, model_validator
 
+from router.contracts import REQUEST_TASK_TYPES, TaskType
+
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
@@ -74,7 +76,9 @@ class Tool(Schema):
 class RequestIn(Schema):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] = Field(default_factory=list, max_length=128)
-    task_type: Literal["tool_use", "extraction", "classification", "respond"] | None = None
+    task_type: TaskType | None = Field(
+        default=None, description="tool_use, extraction, classification or respond (default: from the shape)"
+    )
     response_schema: dict[str, Any] | None = Field(
         default=None, description="extraction: the answer is JSON valid against this schema"
     )
@@ -94,6 +98,13 @@ class RequestIn(Schema):
             raise ValueError(f"wait_ms may be at most {settings.MAX_WAIT_MS}")
         return value
 
+    @field_validator("task_type")
+    @classmethod
+    def task_type_is_an_agents(cls, value: TaskType | None) -> TaskType | None:
+        if value is not None and value not in REQUEST_TASK_TYPES:
+            raise ValueError(f"task_type must be one of {', '.join(REQUEST_TASK_TYPES)}")
+        return value
+
     @field_validator("labels")
     @classmethod
     def labels_are_distinct(cls, value: list[str] | None) -> list[str] | None:
@@ -106,11 +117,11 @@ class RequestIn(Schema):
 
     @model_validator(mode="after")
     def task_type_fits_the_request(self) -> RequestIn:
-        if self.task_type == "tool_use" and not self.tools:
+        if self.task_type == TaskType.TOOL_USE and not self.tools:
             raise ValueError("task_type tool_use needs at least one tool")
-        if self.task_type == "extraction" and self.response_schema is None:
+        if self.task_type == TaskType.EXTRACTION and self.response_schema is None:
             raise ValueError("task_type extraction needs a response_schema")
-        if self.task_type == "classification" and not self.labels:
+        if self.task_type == TaskType.CLASSIFICATION and not self.labels:
             raise ValueError("task_type classification needs labels")
         return self
 

@@ -1,17 +1,20 @@
-"""Reads."""
+"""Reads: agents' requests, waiting for a final state, and the reviewers' queue."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from django.db.models import QuerySet
 
-from reviewq import finality
 from reviewq.errors import ApplicationError
 from reviewq.models import FINAL_STATUSES, AgentKey, Request, ReviewItem
+from reviewq.notify import finality
 
 # How often a waiter re-reads its request without an announcement (one lost in transit).
 WAIT_REREAD_SECONDS = 0.5
@@ -31,7 +34,7 @@ def request_get_for_agent(*, agent_key: AgentKey, request_id: str) -> Request:
 async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: int) -> Request:
     """The request once it is final, or as it stands after ``wait_ms``.
 
-    Waits for the announcement that the request is final (reviewq.finality), then reads the
+    Waits for the announcement that the request is final (reviewq.notify.finality), then reads the
     row, the source of truth; a slow re-read covers an announcement that never arrives. Called
     right after the request was created, so it waits before its first read.
     """
@@ -51,18 +54,48 @@ async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: i
                 return request
 
 
-def review_items_pending(*, tag: str = "", group: str = "") -> QuerySet[ReviewItem]:
-    """Pending items, most urgent first; optionally only those with a risk tag or for a group."""
+@dataclass(frozen=True)
+class QueueFilter:
+    """A reviewer's view of the queue: items with a risk tag, items for a reviewer group, or all.
+
+    The queue page, the review API, the socket's snapshot and its live pushes all use this one
+    filter, so a filtered page never shows an item outside it.
+    """
+
+    tag: str = ""
+    group: str = ""
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, str]) -> QueueFilter:
+        return cls(tag=str(query.get("tag", "")).strip(), group=str(query.get("group", "")).strip())
+
+    def matches(self, risk_tags: list[str], group: str) -> bool:
+        """Whether an item with these risk tags, for this reviewer group's name, is in view."""
+        return (not self.tag or self.tag in risk_tags) and (not self.group or self.group == group)
+
+    def as_query(self) -> str:
+        """The filter as a query string ("" when it shows everything)."""
+        return urlencode({key: value for key, value in (("tag", self.tag), ("group", self.group)) if value})
+
+
+def review_items_pending(queue_filter: QueueFilter | None = None) -> QuerySet[ReviewItem]:
+    """Pending items, most urgent first; only those in ``queue_filter``'s view when given."""
     items = (
         ReviewItem.objects.filter(status=ReviewItem.Status.PENDING)
         .select_related("request", "request__agent_key", "policy", "claimed_by", "reviewer_group")
         .order_by("sla_due_at", "created_at")
     )
-    if group:
-        items = items.filter(reviewer_group__name=group)
-    if tag:
+    if queue_filter is None:
+        return items
+    if queue_filter.group:
+        items = items.filter(reviewer_group__name=queue_filter.group)
+    if queue_filter.tag:
         # Risk tags are a short JSON list; filter in Python so SQLite and PostgreSQL agree.
-        ids = [item_id for item_id, tags in items.values_list("id", "risk_tags") if tag in (tags or [])]
+        ids = [
+            item_id
+            for item_id, tags in items.values_list("id", "risk_tags")
+            if queue_filter.matches(tags or [], queue_filter.group)
+        ]
         items = items.filter(id__in=ids)
     return items
 

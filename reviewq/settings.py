@@ -56,7 +56,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "telemetry.middleware.RequestIdMiddleware",
+    "reviewq.runtime.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,19 +100,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so test servers and workers in other processes see the same data; one per
     # test process, so parallel runs do not collide.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-reviewq-{os.getpid()}.sqlite3")}
-
-elif envbool("DB_POOL", "false"):
-    # A connection pool per process (psycopg_pool): set by asgi.py for the web server, where every
-    # request would otherwise open a new PostgreSQL connection (about 9 ms of server CPU each).
-    # Not CONN_MAX_AGE under ASGI instead: a request's sync work runs on a thread lent from a pool
-    # (reviewq.asgi_handler keeps up to 64 idle ones), and each would keep its own connection
-    # open. Workers and commands keep plain connections.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+# A connection pool per web process (psycopg_pool), applied by reviewq/asgi.py through
+# reviewq.runtime.database: every request would otherwise open a new PostgreSQL connection, which
+# costs more server CPU than the rest of a routine request. Not CONN_MAX_AGE under ASGI instead:
+# a request's sync work runs on a thread lent from a pool (reviewq.runtime.asgi_handler keeps up
+# to 64 idle ones), and each would keep its own connection open. Workers and commands keep plain
+# connections.
+WEB_DB_POOL = (
+    {
         "min_size": envint("DB_POOL_MIN_SIZE", "2"),
         "max_size": envint("DB_POOL_MAX_SIZE", "20"),
         "timeout": envfloat("DB_POOL_TIMEOUT", "10"),
     }
+    if envbool("DB_POOL", "true") and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    else None
+)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -186,8 +188,6 @@ AGENT_KEY_CACHE_SECONDS = envfloat("AGENT_KEY_CACHE_SECONDS", "2")
 # --- Pipeline ---
 # A request in a working state whose lease has passed is re-enqueued by the sweeper.
 PIPELINE_LEASE_SECONDS = envint("PIPELINE_LEASE_SECONDS", "180")
-# How many times the SLM may retry with its validation errors before the request is held.
-PIPELINE_MAX_SLM_RETRIES = envint("PIPELINE_MAX_SLM_RETRIES", "1")
 # Webhooks (agents' callbacks, on-call pages): per-attempt timeout; backoff is 1, 2, 4 … s times the scale.
 WEBHOOK_TIMEOUT_S = envfloat("WEBHOOK_TIMEOUT_S", "5")
 WEBHOOK_BACKOFF_SCALE = envfloat("WEBHOOK_BACKOFF_SCALE", "1")
@@ -204,17 +204,21 @@ FAKE_MODEL_DELAY_MS = envfloat("FAKE_MODEL_DELAY_MS", "0")
 # Remote models (the LLM tier, openai_compatible servers): per-call timeout and retries on 429/5xx.
 LLM_TIMEOUT_S = envfloat("LLM_TIMEOUT_S", "30")
 LLM_MAX_RETRIES = envint("LLM_MAX_RETRIES", "3")
+# The Anthropic model of the LLM tier is enabled at seeding only when a key is set.
+ANTHROPIC_API_KEY = os.getenv("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.getenv("ANTHROPIC_BASE_URL", "")
+# Bearer key for openai_compatible models (llama-server, vLLM); empty: none sent.
+OPENAI_COMPATIBLE_API_KEY = os.getenv("OPENAI_COMPATIBLE_API_KEY", "")
 # Layers of each local model to offload to a GPU (needs a CUDA build of llama.cpp; -1 = all).
 MODEL_GPU_LAYERS = envint("MODEL_GPU_LAYERS", "0")
 # llama.cpp threads per model. One core is left for the web process and the database: with every
-# core busy elsewhere too, llama.cpp's threads wait on each other and a 1 s proposal takes 10 s
-# or more (measured on 2 cores with another process busy: 1 thread 1.4 s, 2 threads 8.9 s median).
-# Cores this process may run on (a container's cpuset, not the host's count).
+# core busy elsewhere too, llama.cpp's threads wait on each other and a proposal takes several
+# times as long (README, "Threads"). Cores: those this process may run on (a container's cpuset,
+# not the host's count).
 USABLE_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 MODEL_THREADS = envint("MODEL_THREADS", str(max(1, USABLE_CORES - 1)))
 # ...but an evaluation that starts while nothing else on the machine is runnable uses this many
-# (every core: routine p50 276 -> 197 ms on 2 cores, bench/routine_latency.py, and unchanged with
-# a busy neighbour, where two fixed threads took 610 ms). 0 or MODEL_THREADS: never more.
+# (every core; README, "Threads"). 0 or MODEL_THREADS: never more.
 MODEL_THREADS_WHEN_IDLE = envint("MODEL_THREADS_WHEN_IDLE", str(USABLE_CORES))
 
 # --- Telemetry ---
@@ -241,10 +245,10 @@ LOG_FORMAT = os.getenv("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "telemetry.logging.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "reviewq.runtime.request_logging.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "telemetry.logging.JsonFormatter"},
+        "json": {"()": "reviewq.runtime.request_logging.JsonFormatter"},
     },
     "handlers": {
         "console": {

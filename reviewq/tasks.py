@@ -1,22 +1,28 @@
-"""Celery tasks: thin wrappers that take ids and call one service each."""
+"""Celery tasks: thin wrappers that take ids and call one service each.
+
+The only module that names jobs: the rest of the code hands them over by name with
+``reviewq.runtime.dispatch.later("reviewq.tasks.<name>", ...)``.
+"""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from reviewq import pipeline, services, webhooks
-from telemetry.logging import request_context
+from reviewq.notify import webhooks
+from reviewq.pipeline.run import run_pipeline as run_request_pipeline
+from reviewq.runtime.request_logging import request_context
+from reviewq.services import recovery
 
 
 @shared_task(name="reviewq.tasks.run_pipeline")
 def run_pipeline(request_id: str) -> None:
     with request_context(request_id):
-        pipeline.run_pipeline(request_id)
+        run_request_pipeline(request_id)
 
 
 @shared_task(name="reviewq.tasks.sweep_stuck_requests")
 def sweep_stuck_requests() -> int:
-    return services.sweep_stuck_requests()
+    return recovery.sweep_stuck_requests()
 
 
 @shared_task(name="reviewq.tasks.deliver_webhook")
@@ -31,4 +37,4 @@ def deliver_due_webhooks() -> int:
 
 @shared_task(name="reviewq.tasks.expire_review_items")
 def expire_review_items() -> int:
-    return services.expire_review_items()
+    return recovery.expire_review_items()

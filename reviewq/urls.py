@@ -18,7 +18,10 @@ from telemetry import views as telemetry_views
 from telemetry.api import router as traces_router
 
 api = NinjaAPI(
-    title="reviewq", version="1", description="SLM-first gateway for AI-agent actions.", docs_url="/docs"
+    title="reviewq",
+    version="1",
+    description="SLM-first gateway for AI-agent actions.",
+    docs_url="/docs",
 )
 api.add_router("/", requests_router)
 api.add_router("/review", review_router)

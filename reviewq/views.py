@@ -1,34 +1,26 @@
-"""The reviewers' pages. Short functions: the decisions themselves live in services."""
+"""The reviewers' pages. Short functions: the decisions themselves live in reviewq.services.decisions."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, user_passes_test
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from reviewq import selectors, services
+from reviewq import selectors
+from reviewq.edit_forms import call_forms, parse_call_forms, parse_raw_calls
 from reviewq.errors import ApplicationError
-from reviewq.forms import call_forms, parse_call_forms, parse_raw_calls
 from reviewq.models import ReviewItem, ToolSpec
-
-REVIEWERS_GROUP_NAME = "reviewers"
-
-
-def is_reviewer(user: Any) -> bool:
-    return bool(
-        user.is_authenticated and (user.is_staff or user.groups.filter(name=REVIEWERS_GROUP_NAME).exists())
-    )
-
-
-reviewer_required = user_passes_test(is_reviewer)
+from reviewq.permissions import reviewer_required
+from reviewq.selectors import QueueFilter
+from reviewq.services import decisions
 
 
 def _user(request: HttpRequest) -> User:
@@ -39,11 +31,14 @@ def _user(request: HttpRequest) -> User:
 @login_required
 @reviewer_required
 def queue(request: HttpRequest) -> HttpResponse:
-    tag, group = request.GET.get("tag", ""), request.GET.get("group", "")
+    queue_filter = QueueFilter.from_query(request.GET)
+    query = queue_filter.as_query()
     context = {
-        "items": selectors.review_items_pending(tag=tag, group=group),
-        "tag": tag,
-        "group": group,
+        "items": selectors.review_items_pending(queue_filter),
+        "tag": queue_filter.tag,
+        "group": queue_filter.group,
+        # The socket serves the same filtered view: its snapshot and its pushes.
+        "ws_url": "/ws/review/" + (f"?{query}" if query else ""),
         "tags": [choice.value for choice in ToolSpec.RiskTag],
         "groups": Group.objects.order_by("name").values_list("name", flat=True),
     }
@@ -104,7 +99,7 @@ def _decision_response(request: HttpRequest, item_id: int, decide: Callable[[], 
 @reviewer_required
 def item_claim(request: HttpRequest, item_id: int) -> HttpResponse:
     try:
-        services.review_claim(item_id=item_id, reviewer=_user(request))
+        decisions.review_claim(item_id=item_id, reviewer=_user(request))
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect("review_item", item_id=item_id)
@@ -115,7 +110,7 @@ def item_claim(request: HttpRequest, item_id: int) -> HttpResponse:
 @reviewer_required
 def item_approve(request: HttpRequest, item_id: int) -> HttpResponse:
     return _decision_response(
-        request, item_id, lambda: services.review_approve(item_id=item_id, reviewer=_user(request))
+        request, item_id, lambda: decisions.review_approve(item_id=item_id, reviewer=_user(request))
     )
 
 
@@ -127,7 +122,7 @@ def item_deny(request: HttpRequest, item_id: int) -> HttpResponse:
     return _decision_response(
         request,
         item_id,
-        lambda: services.review_deny(item_id=item_id, reviewer=_user(request), reason=reason),
+        lambda: decisions.review_deny(item_id=item_id, reviewer=_user(request), reason=reason),
     )
 
 
@@ -144,7 +139,7 @@ def item_edit(request: HttpRequest, item_id: int) -> HttpResponse:
         else:
             current = (item.action_under_review or {}).get("tool_calls") or []
             calls = parse_call_forms(request.POST, current, item.request.tools)
-        updated = services.review_edit(item_id=item_id, reviewer=_user(request), tool_calls=calls)
+        updated = decisions.review_edit(item_id=item_id, reviewer=_user(request), tool_calls=calls)
     except ApplicationError as exc:
         # Re-render with the error and what was typed: nothing the reviewer entered is lost.
         return item_detail(request, item_id, edit_error=exc.message, raw_json=raw)

@@ -95,6 +95,19 @@ def check_condition(source: str) -> str | None:
     return None
 
 
+def check_rules(rules: Any) -> str | None:
+    """Why ``rules`` is not a list of business rules ``{"condition", "message"}``, or None."""
+    if not isinstance(rules, list):
+        return 'rules must be a list of {"condition": ..., "message": ...}'
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict) or not isinstance(rule.get("condition", ""), str):
+            return f'rules[{index}] must be an object {{"condition": ..., "message": ...}}'
+        problem = check_condition(rule.get("condition", ""))
+        if problem:
+            return f"rules[{index}]: {problem}"
+    return None
+
+
 def evaluate_condition(source: str, variables: dict[str, Any]) -> bool:
     """True if the condition holds for ``variables``. Type mismatches make it false, not an error."""
     tree = parse_condition(source)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 
+from django.conf import settings
+
+from router.contracts import TaskType, Tier
 from router.model_files import GEMMA3_PATH, SMOLLM2_PATH
 from router.models import ModelSpec
 
@@ -15,8 +17,8 @@ DEFAULT_MODELS: list[dict] = [
         "name": "smollm2-135m-instruct",
         "backend": ModelSpec.Backend.LLAMA_CPP,
         "model_path": SMOLLM2_PATH,
-        "tier": ModelSpec.Tier.SLM,
-        "strengths": ["tool_use", "classification", "extraction", "respond"],
+        "tier": Tier.SLM,
+        "strengths": [TaskType.TOOL_USE, TaskType.CLASSIFICATION, TaskType.EXTRACTION, TaskType.RESPOND],
         "price_input_per_mtok": Decimal("0.05"),
         "price_output_per_mtok": Decimal("0.20"),
         "context_size": 8192,
@@ -25,8 +27,8 @@ DEFAULT_MODELS: list[dict] = [
         "name": "gemma-3-270m",
         "backend": ModelSpec.Backend.LLAMA_CPP,
         "model_path": GEMMA3_PATH,
-        "tier": ModelSpec.Tier.SLM,
-        "strengths": ["adjudication"],
+        "tier": Tier.SLM,
+        "strengths": [TaskType.ADJUDICATION],
         "price_input_per_mtok": Decimal("0.10"),
         "price_output_per_mtok": Decimal("0.40"),
         # Verdict prompts are short; a small context keeps its KV cache (and the worker) small.
@@ -36,8 +38,8 @@ DEFAULT_MODELS: list[dict] = [
         "name": "claude-sonnet-4-6",
         "backend": ModelSpec.Backend.ANTHROPIC,
         "model_path": "claude-sonnet-4-6",
-        "tier": ModelSpec.Tier.LLM,
-        "strengths": ["tool_use", "classification", "extraction", "respond", "adjudication", "coding"],
+        "tier": Tier.LLM,
+        "strengths": [*TaskType.values, "coding"],
         "price_input_per_mtok": Decimal("3.00"),
         "price_output_per_mtok": Decimal("15.00"),
         "context_size": 200000,
@@ -53,7 +55,7 @@ def ensure_default_models() -> list[ModelSpec]:
         name = fields.pop("name")
         if fields["backend"] == ModelSpec.Backend.ANTHROPIC:
             # Without a key, escalations go straight to the human queue, visibly.
-            fields["enabled"] = bool(os.getenv("ANTHROPIC_API_KEY"))
+            fields["enabled"] = bool(settings.ANTHROPIC_API_KEY)
         spec, _ = ModelSpec.objects.get_or_create(name=name, defaults=fields)
         specs.append(spec)
     return specs

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.db import models, transaction
 
+from router.contracts import REQUEST_TASK_TYPES, Tier, Trigger
+
 
 class ConfigVersion(models.Model):
     """One row whose stamp changes with every change to ops' configuration: the models, the
@@ -86,17 +88,15 @@ class ModelSpec(ConfigModel):
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible server (llama-server, vLLM)"
         FAKE = "fake", "Deterministic fake (tests)"
 
-    class Tier(models.TextChoices):
-        SLM = "slm", "Small language model"
-        LLM = "llm", "Large language model"
-
     name = models.CharField(max_length=100, unique=True)
     backend = models.CharField(max_length=32, choices=Backend.choices)
     # A filesystem path, a "package:" reference resolved by router.model_files, or a model id.
     model_path = models.CharField(max_length=500)
     base_url = models.CharField(max_length=500, blank=True, help_text="For openai_compatible / anthropic.")
     tier = models.CharField(max_length=8, choices=Tier.choices)
-    strengths = models.JSONField(default=list, help_text='e.g. ["tool_use", "classification"]')
+    strengths = models.JSONField(
+        default=list, help_text='Task types it is good at, e.g. ["tool_use", "classification"]'
+    )
     # USD per million tokens. For local models, an honest figure for the compute they use.
     price_input_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     price_output_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
@@ -112,11 +112,12 @@ class ModelSpec(ConfigModel):
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> Decimal:
         """What a call with these token counts costs at the registry's prices."""
-        million = Decimal(1_000_000)
-        return (
-            Decimal(tokens_in) * self.price_input_per_mtok / million
-            + Decimal(tokens_out) * self.price_output_per_mtok / million
-        )
+        return price(tokens_in, tokens_out, self.price_input_per_mtok, self.price_output_per_mtok)
+
+
+def price(tokens_in: int, tokens_out: int, price_in: Decimal, price_out: Decimal) -> Decimal:
+    """The cost in USD of these tokens at these prices per million tokens."""
+    return (Decimal(tokens_in) * price_in + Decimal(tokens_out) * price_out) / Decimal(1_000_000)
 
 
 class EscalationPolicy(ConfigModel):
@@ -127,13 +128,9 @@ class EscalationPolicy(ConfigModel):
     without a row uses the defaults below.
     """
 
-    class TaskType(models.TextChoices):
-        TOOL_USE = "tool_use"
-        EXTRACTION = "extraction"
-        CLASSIFICATION = "classification"
-        RESPOND = "respond"
-
-    task_type = models.CharField(max_length=32, choices=TaskType.choices, unique=True)
+    task_type = models.CharField(
+        max_length=32, choices=[(t.value, t.label) for t in REQUEST_TASK_TYPES], unique=True
+    )
     uncertainty_threshold = models.FloatField(
         null=True,
         blank=True,
@@ -163,11 +160,12 @@ class EscalationPolicy(ConfigModel):
         return f"Escalation for {self.task_type}"
 
     def trigger_enabled(self, trigger: str) -> bool:
-        flag = {
-            "validation_failed": self.escalate_on_validation_failure,
-            "uncertainty": self.escalate_on_uncertainty,
-            "out_of_scope": self.escalate_on_out_of_scope,
-            "context_too_long": self.escalate_on_context_too_long,
-            "policy_requires_llm": self.escalate_on_policy,
+        """Whether ``trigger`` climbs past the SLM for this task type (see ``Trigger``)."""
+        flag: dict[str, bool] = {
+            Trigger.VALIDATION_FAILED: self.escalate_on_validation_failure,
+            Trigger.UNCERTAINTY: self.escalate_on_uncertainty,
+            Trigger.OUT_OF_SCOPE: self.escalate_on_out_of_scope,
+            Trigger.CONTEXT_TOO_LONG: self.escalate_on_context_too_long,
+            Trigger.POLICY_REQUIRES_LLM: self.escalate_on_policy,
         }
         return flag.get(trigger, True)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from router.json_tree import leaves
+
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # 13-19 digits, optionally grouped by spaces or dashes.
 CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -88,16 +90,8 @@ def find_pii_in_text(text: str, path: str = "$") -> list[PIIFinding]:
 
 def iter_strings(value: Any, path: str = "$") -> Iterator[tuple[str, str]]:
     """Every string (and number, as text) inside a JSON value, with its JSON path."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from iter_strings(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from iter_strings(item, f"{path}[{index}]")
-    elif isinstance(value, str):
-        yield path, value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield path, str(value)
+    for where, leaf in leaves(value, path):
+        yield where, leaf if isinstance(leaf, str) else str(leaf)
 
 
 def find_pii(value: Any, path: str = "$") -> list[PIIFinding]:

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from router.conditions import evaluate_condition
+from router.json_tree import leaves
 from router.messages import content_text
 from router.schemas import tool_function, tool_parameters
 
@@ -45,7 +46,7 @@ def check_tool_schema(parameters: Any) -> str | None:
 
 
 # Agents send the same tools with every request, and checking a schema against the metaschema
-# costs about 1 ms: it was most of the web process's CPU per request at intake.
+# is expensive: it was most of the web process's CPU per request at intake.
 @lru_cache(maxsize=2048)
 def _check_tool_schema_json(canonical: str) -> str | None:
     parameters = json.loads(canonical)
@@ -271,7 +272,7 @@ def validate_grounding(
     schema_text = json.dumps(parameters or {}).lower()
     numbers = _numbers_in(evidence)
     issues = []
-    for path, value in _iter_values(arguments, "$.arguments"):
+    for path, value in leaves(arguments, "$.arguments"):
         if isinstance(value, str):
             looks_like_an_id = any(ch.isdigit() for ch in value) or "@" in value
             if not looks_like_an_id and not _IDENTIFIER_KEY.search(path):
@@ -290,17 +291,6 @@ def validate_grounding(
             )
         )
     return issues
-
-
-def _iter_values(value: Any, path: str) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _iter_values(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _iter_values(item, f"{path}[{index}]")
-    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        yield path, value
 
 
 # --- Business rules ---

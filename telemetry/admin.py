@@ -1,12 +1,20 @@
+"""The model-call log and golden traces in the admin: read-only, traces downloadable as JSONL."""
+
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, StreamingHttpResponse
 
+from reviewq.admin import ReadOnlyAdmin
+from reviewq.models import GoldenTrace
+from telemetry import exports
+from telemetry.downloads import export_filename, jsonl_response
 from telemetry.models import ModelCall
 
 
 @admin.register(ModelCall)
-class ModelCallAdmin(admin.ModelAdmin):
+class ModelCallAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
         "model_name",
@@ -22,8 +30,39 @@ class ModelCallAdmin(admin.ModelAdmin):
     list_filter = ["tier", "purpose", "model_name"]
     search_fields = ["request__id"]
 
-    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
-        return False
+def _download(request: HttpRequest, queryset: QuerySet[GoldenTrace], format: str) -> StreamingHttpResponse:
+    options = exports.export_options(format=format)
+    lines = exports.export_lines(queryset, options)
+    return jsonl_response(request, lines, filename=export_filename(options))
+
+
+@admin.action(description="Download selected traces as SFT JSONL (chat fine-tuning)", permissions=["view"])
+def export_selected_traces(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[GoldenTrace]
+) -> StreamingHttpResponse:
+    """The selection as SFT JSONL (approvals and edits; denials have no positive target)."""
+    return _download(request, queryset, "sft")
+
+
+@admin.action(description="Download selected traces as DPO JSONL (preference pairs)", permissions=["view"])
+def export_selected_traces_dpo(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[GoldenTrace]
+) -> StreamingHttpResponse:
+    """The selection as DPO pairs (edits and denials)."""
+    return _download(request, queryset, "dpo")
+
+
+@admin.action(description="Download selected traces as raw JSONL (every column)", permissions=["view"])
+def export_selected_traces_raw(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[GoldenTrace]
+) -> StreamingHttpResponse:
+    """The selection with every column, for analysis."""
+    return _download(request, queryset, "raw")
+
+
+@admin.register(GoldenTrace)
+class GoldenTraceAdmin(ReadOnlyAdmin):
+    list_display = ["id", "request", "decision", "reviewer", "time_to_decision_ms", "created_at"]
+    list_filter = ["decision"]
+    actions = [export_selected_traces, export_selected_traces_dpo, export_selected_traces_raw]

@@ -8,11 +8,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router
 from ninja.security import HttpBearer
 
-from reviewq import services
 from reviewq.errors import ApplicationError
 from reviewq.models import AgentKey, GoldenTrace
 from reviewq.schemas import ErrorOut
+from reviewq.services.agent_keys import agent_key_authenticate
 from telemetry import exports
+from telemetry.downloads import export_filename, jsonl_response
 
 
 class OpsKeyAuth(HttpBearer):
@@ -28,7 +29,7 @@ class OpsKeyAuth(HttpBearer):
         return key
 
     def authenticate(self, request: HttpRequest, token: str) -> AgentKey | None:
-        return services.agent_key_authenticate(token, scope=AgentKey.Scope.OPS)
+        return agent_key_authenticate(token, scope=AgentKey.Scope.OPS)
 
 
 router = Router(tags=["traces"])
@@ -46,4 +47,4 @@ def export_traces(
     """Golden traces as streamed JSONL (application/x-ndjson); see telemetry/exports.py for the formats."""
     options = exports.export_options(format=format_, since=since, tool=tool, decision=decision, redact=redact)
     lines = exports.export_lines(GoldenTrace.objects.all(), options)
-    return exports.jsonl_response(request, lines, filename=exports.export_filename(options))
+    return jsonl_response(request, lines, filename=export_filename(options))

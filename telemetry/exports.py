@@ -2,7 +2,8 @@
 or analysis (raw), streamed one trace at a time so memory stays flat however many there are.
 
 The same generator feeds ``manage.py export_traces`` (a file and its manifest), the ops API
-(``GET /api/v1/traces/export``) and the admin action on a selection.
+(``GET /api/v1/traces/export``) and the admin action on a selection (both streamed by
+telemetry/downloads.py); PII is replaced by telemetry/redaction.py.
 
 Formats (``FORMAT_VERSION`` changes whenever a line's shape does):
 
@@ -23,32 +24,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from reviewq.errors import ApplicationError
 from reviewq.models import GoldenTrace
-from router.pii import find_pii_in_text, iter_strings
+from router.messages import content_text
+from telemetry.redaction import Redactor
 
 FORMAT_VERSION = 1
 FORMATS = ("sft", "dpo", "raw")
 DECISIONS = tuple(choice.value for choice in GoldenTrace.Decision)
 # Rows fetched per round trip: big enough to amortise the query, small enough to stay flat.
 CHUNK_SIZE = 1000
-# Bytes per chunk of an HTTP download.
-HTTP_CHUNK_BYTES = 64 * 1024
 # DPO's chosen turn for a denial: decline, say why, hand over to a person.
 DENIAL_REPLY = "I can't do that: {reason}. I'm handing this over to a human colleague."
 DENIAL_REPLY_NO_REASON = "I can't do that. I'm handing this over to a human colleague."
@@ -153,79 +149,6 @@ def export_options(
     )
 
 
-# --- Redaction ---
-
-# Every detector in router/pii.py needs an "@" or a digit: text without either skips its regexes.
-_MAYBE_PII = re.compile(r"[@\d]")
-
-
-class Redactor:
-    """Replaces detected PII with placeholders such as ``<EMAIL_1>`` or ``<PHONE_2>``.
-
-    One value gets one placeholder for the life of the instance (one export), wherever it
-    appears: in the conversation and in the action alike, so a model trained on the output still
-    learns to copy ``<EMAIL_1>`` from the context into the arguments. Emails are compared without
-    case, other kinds on their letters and digits only ("+1 415-555-0100" is "+14155550100").
-    """
-
-    def __init__(self) -> None:
-        # Keys are short digests: the map grows with distinct PII values (not with traces), and
-        # stays small and free of raw PII on big exports.
-        self._seen: dict[bytes, str] = {}
-        self.counts: Counter[str] = Counter()
-
-    def placeholder(self, kind: str, value: str) -> str:
-        normal = value.lower() if kind == "email" else re.sub(r"[^0-9A-Za-z]", "", value).upper()
-        key = hashlib.blake2b(f"{kind}\0{normal}".encode(), digest_size=12).digest()
-        found = self._seen.get(key)
-        if found is None:
-            self.counts[kind] += 1
-            found = self._seen[key] = f"<{kind.upper()}_{self.counts[kind]}>"
-        return found
-
-    def value(self, value: Any) -> Any:
-        """A copy of a JSON value with PII replaced in every string (keys are left alone).
-
-        The value's strings are scanned together (joined by NUL, which no detector matches
-        across), and every value found is replaced wherever it occurs in them: a phone number
-        found in the conversation is replaced in the arguments too, even where the detector
-        alone would miss it there. Numbers are checked as text, as ``iter_strings`` does: a card
-        number stored as an integer becomes a placeholder string.
-        """
-        joined = "\0".join(text for _, text in iter_strings(value))
-        if not _MAYBE_PII.search(joined):
-            return value
-        findings = find_pii_in_text(joined)
-        if not findings:
-            return value
-        replacements = [
-            (finding.value, self.placeholder(finding.kind, finding.value)) for finding in findings
-        ]
-        # Longest first, so that a value inside a longer one does not break the longer one.
-        replacements.sort(key=lambda pair: len(pair[0]), reverse=True)
-        return _replace(value, replacements)
-
-    def text(self, text: str) -> str:
-        return self.value(text)
-
-
-def _replace(value: Any, replacements: list[tuple[str, str]]) -> Any:
-    if isinstance(value, dict):
-        return {key: _replace(item, replacements) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_replace(item, replacements) for item in value]
-    if isinstance(value, str):
-        for old, new in replacements:
-            if old in value:
-                value = value.replace(old, new)
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = str(value)
-        redacted = _replace(text, replacements)
-        return value if redacted == text else redacted
-    return value
-
-
 # --- Lines ---
 
 
@@ -238,15 +161,12 @@ class SkipTrace(Exception):
 
 
 def _plain_message(message: dict[str, Any]) -> dict[str, Any]:
-    # Text parts joined as router/backends/llama_cpp.py joins them, so that training sees the
-    # text the served model sees; one content type per column also keeps Arrow (datasets) happy.
+    # Text parts joined as the backends join them, so that training sees the text the served
+    # model sees; one content type per column also keeps Arrow (datasets) happy.
     content = message.get("content")
     if not isinstance(content, list):
         return message
-    text = "\n".join(
-        str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
-    )
-    return {**message, "content": text}
+    return {**message, "content": content_text(content)}
 
 
 _ACTION_TYPES = frozenset({"tool_calls", "respond", "json", "label"})
@@ -570,58 +490,3 @@ def export_to_file(
     )
     write_manifest(path, manifest)
     return manifest
-
-
-# --- HTTP downloads (the API and the admin action) ---
-
-
-def export_filename(options: ExportOptions) -> str:
-    return f"traces-{options.format}-{timezone.now():%Y%m%dT%H%M%SZ}.jsonl"
-
-
-def _chunks(lines: Iterator[str]) -> Iterator[bytes]:
-    buffer: list[bytes] = []
-    filled = 0
-    for line in lines:
-        data = encode_line(line)
-        buffer.append(data)
-        filled += len(data)
-        if filled >= HTTP_CHUNK_BYTES:
-            yield b"".join(buffer)
-            buffer, filled = [], 0
-    if buffer:
-        yield b"".join(buffer)
-
-
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    return next(chunks, None)
-
-
-async def _chunks_from_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    # Thread-sensitive: every step runs in the request's one sync thread, which owns the database
-    # connection (and the open cursor) the generator reads from.
-    step = sync_to_async(_next_chunk, thread_sensitive=True)
-    try:
-        while (chunk := await step(chunks)) is not None:
-            yield chunk
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            await sync_to_async(close, thread_sensitive=True)()
-
-
-def jsonl_response(request: HttpRequest, lines: Iterator[str], *, filename: str) -> StreamingHttpResponse:
-    """A streamed JSONL download of ``lines``.
-
-    Under ASGI (uvicorn) Django drains a synchronous iterator into a list before sending it, which
-    would hold the whole export in memory; there the lines are pulled from a thread instead, a
-    64 KiB chunk at a time. Under WSGI (and the test client) the plain iterator streams as it is.
-    """
-    chunks = _chunks(lines)
-    content: Iterator[bytes] | AsyncIterator[bytes] = (
-        _chunks_from_thread(chunks) if isinstance(request, ASGIRequest) else chunks
-    )
-    response = StreamingHttpResponse(content, content_type="application/x-ndjson")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Export-Format-Version"] = str(FORMAT_VERSION)
-    return response

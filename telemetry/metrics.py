@@ -175,7 +175,7 @@ class DatabaseCollector(Collector):
     def _decisions(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
             "reviewq_decisions",
-            "Final decisions on requests: who decided (policy, adjudicator, reviewer, expiry) and what.",
+            "Final decisions on requests: who decided (pipeline, policy, reviewer, expiry) and what.",
             labels=["by", "decision"],
         )
         rows = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from router.contracts import Tier, Trigger
+
 
 class ModelCall(models.Model):
     class Purpose(models.TextChoices):
@@ -16,7 +18,7 @@ class ModelCall(models.Model):
     request = models.ForeignKey("reviewq.Request", on_delete=models.CASCADE, related_name="model_calls")
     model_spec = models.ForeignKey("router.ModelSpec", null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=100)
-    tier = models.CharField(max_length=8)
+    tier = models.CharField(max_length=8, choices=Tier.choices)
     purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.PROPOSE)
     attempt = models.PositiveSmallIntegerField(default=1)
     prompt = models.TextField(blank=True)
@@ -30,7 +32,9 @@ class ModelCall(models.Model):
     uncertainty = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Backend failure, if the call itself failed.")
     escalated = models.BooleanField(default=False)
-    trigger = models.CharField(max_length=64, blank=True, help_text="What caused the next step.")
+    trigger = models.CharField(
+        max_length=64, blank=True, choices=Trigger.choices, help_text="What caused the next step."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

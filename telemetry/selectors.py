@@ -42,9 +42,10 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Coalesce, TruncHour
 from django.utils import timezone
 
-from reviewq.models import GoldenTrace, Request, RequestStatus, ReviewItem
+from reviewq.models import DecisionBy, GoldenTrace, Request, RequestStatus, ReviewItem
+from router.contracts import Tier
 from router.defaults import DEFAULT_MODELS
-from router.models import ModelSpec
+from router.models import ModelSpec, price
 from telemetry.models import ModelCall
 
 # Percentiles outside PostgreSQL are computed over at most this many of the newest values.
@@ -196,9 +197,8 @@ def outcome_expression() -> Case:
     "adjudicated"`` and the verdict under ``"adjudication"``; a reviewer's later decision
     replaces that trail, so an adjudicated-then-held request counts as the reviewer's.
     """
-    adjudicated = Q(decision__by="adjudicator") | (
-        Q(decision__by="policy")
-        & (Q(decision__decision__in=["adjudicate", "adjudicated"]) | Q(decision__has_key="adjudication"))
+    adjudicated = Q(decision__by=DecisionBy.POLICY) & (
+        Q(decision__decision__in=["adjudicate", "adjudicated"]) | Q(decision__has_key="adjudication")
     )
     released = Q(status=RequestStatus.RELEASED)
     return Case(
@@ -207,9 +207,9 @@ def outcome_expression() -> Case:
             then=Value("adjudicated"),
         ),
         When(released & Q(decision__decision="edit"), then=Value("edited")),
-        When(released & Q(decision__by="reviewer"), then=Value("approved")),
+        When(released & Q(decision__by=DecisionBy.REVIEWER), then=Value("approved")),
         When(released, then=Value("auto_released")),
-        When(status=RequestStatus.DENIED, decision__by="reviewer", then=Value("denied")),
+        When(status=RequestStatus.DENIED, decision__by=DecisionBy.REVIEWER, then=Value("denied")),
         When(status=RequestStatus.DENIED, then=Value("blocked")),
         When(status=RequestStatus.EXPIRED, then=Value("expired")),
         When(status=RequestStatus.FAILED, then=Value("failed")),
@@ -235,12 +235,12 @@ def baseline_spec(tokens_in: int = 1, tokens_out: int = 1) -> tuple[str, Decimal
     the seeded LLM's prices, so the comparison still means "had every request gone to the LLM".
     """
     candidates = list(
-        ModelSpec.objects.filter(tier=ModelSpec.Tier.LLM, enabled=True).values_list(
+        ModelSpec.objects.filter(tier=Tier.LLM, enabled=True).values_list(
             "name", "price_input_per_mtok", "price_output_per_mtok"
         )
     )
     if not candidates:
-        seeded = next(spec for spec in DEFAULT_MODELS if spec["tier"] == ModelSpec.Tier.LLM)
+        seeded = next(spec for spec in DEFAULT_MODELS if spec["tier"] == Tier.LLM)
         # Ops may have corrected the seeded row's prices even while it is disabled.
         row = ModelSpec.objects.filter(name=seeded["name"]).values_list(
             "name", "price_input_per_mtok", "price_output_per_mtok"
@@ -249,11 +249,6 @@ def baseline_spec(tokens_in: int = 1, tokens_out: int = 1) -> tuple[str, Decimal
             (seeded["name"], seeded["price_input_per_mtok"], seeded["price_output_per_mtok"])
         ]
     return min(candidates, key=lambda c: tokens_in * c[1] + tokens_out * c[2])
-
-
-def price(tokens_in: int, tokens_out: int, price_in: Decimal, price_out: Decimal) -> Decimal:
-    """The cost of these tokens at these per-million prices."""
-    return (Decimal(tokens_in) * price_in + Decimal(tokens_out) * price_out) / Decimal(1_000_000)
 
 
 class PercentileCont(Aggregate):

@@ -11,22 +11,6 @@ from router.validators import ValidationIssue, issues_as_dicts
 from telemetry.models import ModelCall
 
 
-def uncertainty_from_logprobs(logprobs: list[float]) -> dict[str, float] | None:
-    """Raw figures over the decision tokens, and a score in [0, 1] (1 = no confidence)."""
-    if not logprobs:
-        return None
-    import math
-
-    minimum = min(logprobs)
-    mean = sum(logprobs) / len(logprobs)
-    return {
-        "min_logprob": minimum,
-        "mean_logprob": mean,
-        "score": 1.0 - math.exp(minimum),
-        "tokens": len(logprobs),
-    }
-
-
 def model_call_record(
     *,
     request_id: Any,
@@ -58,7 +42,7 @@ def model_call_record(
         tokens_out=tokens_out,
         cost_usd=spec.cost_usd(tokens_in, tokens_out) if generation else Decimal(0),
         validation_errors=issues_as_dicts(issues or []),
-        uncertainty=uncertainty_from_logprobs(generation.decision_logprobs) if generation else None,
+        uncertainty=generation.uncertainty.as_dict() if generation and generation.uncertainty else None,
         error=error,
         escalated=escalated,
         trigger=trigger,

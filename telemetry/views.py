@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from reviewq.views import is_reviewer
+from reviewq.permissions import is_reviewer
 from telemetry import charts, selectors
 from telemetry import metrics as prometheus
 

@@ -14,12 +14,13 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.utils.module_loading import import_string
 
-from reviewq import dispatch, pipeline
-from reviewq.demo import seed_policies, seed_retail_tools
+from reviewq.config.demo import seed_policies, seed_retail_tools
 from reviewq.models import AgentKey
-from reviewq.services import agent_key_create
-from reviewq.views import REVIEWERS_GROUP_NAME
+from reviewq.permissions import REVIEWERS_GROUP_NAME
+from reviewq.runtime import dispatch
+from reviewq.services.agent_keys import agent_key_create
 from router.backends.fake import FakeBackend
 from router.backends.registry import reset_backends
 from router.defaults import ensure_default_models
@@ -73,10 +74,24 @@ def _marked_transactional(request: pytest.FixtureRequest) -> bool:
     return bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
 
 
+def run_tasks_inline(monkeypatch: pytest.MonkeyPatch, *task_names: str) -> None:
+    """Run the named tasks in the test's thread when their enqueuing transaction commits; hand
+    any other task over as usual."""
+    handed_over = dispatch.publish
+
+    def publish(task_name: str, *args: Any) -> None:
+        if task_name in task_names:
+            import_string(task_name)(*args)
+        else:
+            handed_over(task_name, *args)
+
+    monkeypatch.setattr(dispatch, "publish", publish)
+
+
 @pytest.fixture
 def inline_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the pipeline in the test's thread when the enqueuing transaction commits."""
-    monkeypatch.setattr(dispatch, "_publish", pipeline.run_pipeline)
+    run_tasks_inline(monkeypatch, "reviewq.tasks.run_pipeline")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reviewq.demo import retail_tools
+from reviewq.config.demo import retail_tools
 
 
 def tools(*names: str) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def running_server(env: dict[str, str] | None = None, *, workers: int = 1) -> It
     """uvicorn serving reviewq on a free port against the test database; yields its URL.
 
     ``env`` overrides the environment (the default: fake model, embedded worker). With
-    ``workers`` above 1 the server is ``python -m reviewq.serve`` with that many processes.
+    ``workers`` above 1 the server is ``python -m reviewq.runtime.serve`` with that many processes.
     """
     port = free_port()
     environment = {
@@ -77,7 +77,7 @@ def running_server(env: dict[str, str] | None = None, *, workers: int = 1) -> It
     log = ARTIFACTS / f"live-server-{port}.log"
     ARTIFACTS.mkdir(exist_ok=True)
     if workers > 1:
-        command = [sys.executable, "-m", "reviewq.serve", "--workers", str(workers)]
+        command = [sys.executable, "-m", "reviewq.runtime.serve", "--workers", str(workers)]
     else:
         command = [sys.executable, "-m", "uvicorn", "reviewq.asgi:application", "--lifespan", "on"]
     command += ["--host", "127.0.0.1", "--port", str(port)]

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from reviewq import services
 from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy
+from reviewq.services import intake
 from router.backends.fake import FakeBackend
 from telemetry.models import ModelCall
 from tests.factories import risky_body
@@ -33,7 +33,7 @@ def verdict(value: str, reason: str = "because") -> str:
 def run(agent: Any, *outputs: str) -> Request:
     # The first scripted output is the proposal (the fake's own answer), then the verdict.
     FakeBackend.scripted_outputs.extend(outputs)
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     request.refresh_from_db()
     return request
 

@@ -12,6 +12,7 @@ import pytest
 from router.backends.anthropic import AnthropicBackend
 from router.backends.base import BackendError, Prompt
 from router.backends.registry import get_backend
+from router.contracts import Tier
 from router.models import ModelSpec
 from router.schemas import tool_choice_schema
 from tests.fake_anthropic import (
@@ -376,16 +377,16 @@ def _claude_spec(**overrides: Any) -> ModelSpec:
         "name": "claude",
         "backend": ModelSpec.Backend.ANTHROPIC,
         "model_path": "claude-sonnet-test-1",
-        "tier": ModelSpec.Tier.LLM,
+        "tier": Tier.LLM,
     }
     fields.update(overrides)
     return ModelSpec(**fields)  # never saved: the registry needs no database
 
 
-def test_the_registry_calls_the_spec_model_with_the_env_key(
-    fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch, settings: Any
+def test_the_registry_calls_the_spec_model_with_the_settings_key(
+    fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
+    settings.ANTHROPIC_API_KEY = "sk-ant-from-env"
     settings.LLM_TIMEOUT_S = 2
     backend = get_backend(_claude_spec(base_url=fake_anthropic.base_url))
 
@@ -396,19 +397,19 @@ def test_the_registry_calls_the_spec_model_with_the_env_key(
     assert api_key_sent(fake_anthropic.requests[0].headers) == "sk-ant-from-env"
 
 
-def test_the_registry_reads_the_base_url_from_the_env(
-    fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+def test_the_registry_reads_the_base_url_from_the_settings(
+    fake_anthropic: FakeAnthropic, settings: Any
 ) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-env")
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.base_url)
+    settings.ANTHROPIC_API_KEY = "sk-ant-from-env"
+    settings.ANTHROPIC_BASE_URL = fake_anthropic.base_url
 
     get_backend(_claude_spec()).generate(tool_prompt())
 
     assert len(fake_anthropic.requests) == 1
 
 
-def test_the_registry_refuses_without_an_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+def test_the_registry_refuses_without_an_api_key(settings: Any) -> None:
+    settings.ANTHROPIC_API_KEY = ""
 
     with pytest.raises(BackendError, match="ANTHROPIC_API_KEY is not set"):
         get_backend(_claude_spec())

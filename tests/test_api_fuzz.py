@@ -17,8 +17,8 @@ from django.contrib.sessions.backends.db import SessionStore
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
-from reviewq import services
 from reviewq.models import AgentKey
+from reviewq.services import agent_keys
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded")]
 CSRF_SECRET = "fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzz"  # 32 characters: an unmasked CSRF secret
@@ -28,7 +28,7 @@ EXAMPLES_PER_OPERATION = 25
 @pytest.fixture
 def credentials(agent: Any, reviewer: User) -> dict[str, dict[str, str]]:
     """Headers per route prefix: what a legitimate caller of that route would send."""
-    _, ops_key = services.agent_key_create(name="fuzz-ops", scope=AgentKey.Scope.OPS)
+    _, ops_key = agent_keys.agent_key_create(name="fuzz-ops", scope=AgentKey.Scope.OPS)
     session = SessionStore()
     session[SESSION_KEY] = str(reviewer.pk)
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"

@@ -73,7 +73,7 @@ def test_get_returns_the_request(client: Client, agent: Any) -> None:
 
 
 def test_it_validates_ownership_of_requests(client: Client, agent: Any) -> None:
-    from reviewq.services import agent_key_create
+    from reviewq.services.agent_keys import agent_key_create
 
     _, key = agent
     created = post(client, key, read_body()).json()
@@ -298,22 +298,20 @@ def test_a_lost_idempotency_race_inside_a_callers_transaction_leaves_it_usable(
     transaction goes on."""
     from django.db import transaction
 
-    from reviewq import services
+    from reviewq.services import intake
 
     agent_key, _ = agent
-    first, created = services.request_create(agent_key=agent_key, payload=read_body(), idempotency_key="k1")
+    first, created = intake.request_create(agent_key=agent_key, payload=read_body(), idempotency_key="k1")
     assert created
-    replay = services._idempotent_replay
+    replay = intake._idempotent_replay
     looked: list[int] = []
 
     def lose_the_race(*args: Any) -> Request | None:
         looked.append(1)
         return None if len(looked) == 1 else replay(*args)  # the first look misses the winner
 
-    monkeypatch.setattr(services, "_idempotent_replay", lose_the_race)
+    monkeypatch.setattr(intake, "_idempotent_replay", lose_the_race)
     with transaction.atomic():
-        again, created = services.request_create(
-            agent_key=agent_key, payload=read_body(), idempotency_key="k1"
-        )
+        again, created = intake.request_create(agent_key=agent_key, payload=read_body(), idempotency_key="k1")
         assert Request.objects.count() == 1  # the transaction still runs queries
     assert again.id == first.id and not created

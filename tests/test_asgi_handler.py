@@ -15,7 +15,7 @@ from django.core.signals import request_finished, request_started
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from reviewq.asgi_handler import PooledThreadASGIHandler
+from reviewq.runtime.asgi_handler import PooledThreadASGIHandler
 
 # Views for the test that uses this module as its URLconf.
 _view_threads: list[threading.Thread] = []

@@ -8,8 +8,9 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
-from reviewq import audit, services
+from reviewq import audit
 from reviewq.models import AuditEvent, ReviewItem
+from reviewq.services import decisions, intake
 from tests.factories import risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
@@ -17,10 +18,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def decided(agent: Any, reviewer: User) -> ReviewItem:
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     item = ReviewItem.objects.get(request=request)
-    services.review_claim(item_id=item.id, reviewer=reviewer)
-    services.review_deny(item_id=item.id, reviewer=reviewer, reason="not confirmed")
+    decisions.review_claim(item_id=item.id, reviewer=reviewer)
+    decisions.review_deny(item_id=item.id, reviewer=reviewer, reason="not confirmed")
     return item
 
 

@@ -5,22 +5,23 @@ import subprocess
 import sys
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
 from reviewq.models import AgentKey, RiskPolicy, ToolSpec
-from reviewq.services import agent_key_authenticate
+from reviewq.services.agent_keys import agent_key_authenticate
 from router.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.django_db
-def test_seed_demo_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seed_demo_is_idempotent(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     monkeypatch.setenv("REVIEWQ_REVIEWER_PASSWORD", "pw-reviewer-1")
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    settings.ANTHROPIC_API_KEY = ""
     first = StringIO()
     call_command("seed_demo", stdout=first)
     assert "Created account 'admin' with password" in first.getvalue()

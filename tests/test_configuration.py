@@ -10,9 +10,11 @@ from django.contrib.auth.models import Group
 from django.db import close_old_connections, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from reviewq import dispatch, pipeline, services
-from reviewq.configuration import current_configuration
+from reviewq.config.snapshot import current_configuration
 from reviewq.models import Request, RequestStatus, RiskPolicy, ToolSpec
+from reviewq.pipeline.run import run_pipeline
+from reviewq.runtime import dispatch
+from reviewq.services import intake
 from router.models import ConfigVersion, EscalationPolicy, ModelSpec
 from tests.factories import read_body
 
@@ -25,14 +27,14 @@ READ_POLICY = "Release read-only tools"
 @pytest.fixture
 def queued(monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests wait in ``received``; each test runs the pipeline itself."""
-    monkeypatch.setattr(dispatch, "_publish", lambda request_id: None)
+    monkeypatch.setattr(dispatch, "publish", lambda task_name, *args: None)
 
 
 def run_read_request(agent: Any) -> tuple[Request, list[str]]:
     """Creates a read-only request, runs its pipeline; returns it and the pipeline's SQL."""
-    request, _ = services.request_create(agent_key=agent[0], payload=read_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=read_body())
     with CaptureQueriesContext(connection) as queries:
-        pipeline.run_pipeline(request.id)
+        run_pipeline(request.id)
     request.refresh_from_db()
     return request, [query["sql"] for query in queries.captured_queries]
 

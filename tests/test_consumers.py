@@ -10,9 +10,9 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
-from reviewq import services
 from reviewq.asgi import application
 from reviewq.models import ReviewItem
+from reviewq.services import intake
 from tests.conftest import IN_CI
 from tests.factories import risky_body
 
@@ -38,7 +38,7 @@ def test_a_held_item_is_pushed_to_a_connected_reviewer(reviewer: User, agent: An
         connected, _ = await communicator.connect()
         assert connected
         snapshot = await communicator.receive_from(timeout=5)
-        request, _ = await sync_to_async(services.request_create)(agent_key=agent[0], payload=risky_body())
+        request, _ = await sync_to_async(intake.request_create)(agent_key=agent[0], payload=risky_body())
         pushed = await communicator.receive_from(timeout=10)
         await communicator.disconnect()
         return snapshot, pushed, str(request.id)
@@ -52,7 +52,7 @@ def test_a_held_item_is_pushed_to_a_connected_reviewer(reviewer: User, agent: An
 
 
 def test_a_reconnecting_reviewer_gets_every_pending_item(reviewer: User, agent: Any) -> None:
-    ids = [services.request_create(agent_key=agent[0], payload=risky_body())[0].id for _ in range(3)]
+    ids = [intake.request_create(agent_key=agent[0], payload=risky_body())[0].id for _ in range(3)]
 
     headers = session_headers(reviewer)
 

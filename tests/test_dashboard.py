@@ -12,9 +12,10 @@ from django.db.models import Sum
 from django.test import Client
 from django.utils import timezone
 
-from reviewq import services
 from reviewq.models import GoldenTrace, Request, ReviewItem, RiskPolicy
+from reviewq.services import decisions, intake, recovery
 from router.backends.fake import FakeBackend
+from router.contracts import Tier
 from router.models import ModelSpec
 from telemetry import charts, selectors
 from telemetry.models import ModelCall
@@ -33,7 +34,7 @@ def fake_llm(db: Any) -> ModelSpec:
         name="fake-llm",
         backend=ModelSpec.Backend.FAKE,
         model_path="fake",
-        tier=ModelSpec.Tier.LLM,
+        tier=Tier.LLM,
         strengths=["tool_use"],
         price_input_per_mtok=Decimal("3.00"),
         price_output_per_mtok=Decimal("15.00"),
@@ -42,7 +43,7 @@ def fake_llm(db: Any) -> ModelSpec:
 
 
 def held_item(agent: Any) -> ReviewItem:
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     return ReviewItem.objects.get(request=request)
 
 
@@ -51,13 +52,13 @@ def traffic(agent: Any, reviewer: User, fake_llm: ModelSpec) -> dict[str, Any]:
     """A small day of work: released, escalated, approved, edited, denied, expired, blocked, pending."""
     key = agent[0]
     for _ in range(3):
-        services.request_create(agent_key=key, payload=read_body())
+        intake.request_create(agent_key=key, payload=read_body())
     FakeBackend.scripted_outputs.extend([INVENTED, INVENTED])
-    escalated, _ = services.request_create(agent_key=key, payload=read_body())
+    escalated, _ = intake.request_create(agent_key=key, payload=read_body())
 
     approved, edited, denied, expired, _pending = (held_item(agent) for _ in range(5))
-    services.review_approve(item_id=approved.id, reviewer=reviewer)
-    services.review_edit(
+    decisions.review_approve(item_id=approved.id, reviewer=reviewer)
+    decisions.review_edit(
         item_id=edited.id,
         reviewer=reviewer,
         tool_calls=[
@@ -67,9 +68,9 @@ def traffic(agent: Any, reviewer: User, fake_llm: ModelSpec) -> dict[str, Any]:
             }
         ],
     )
-    services.review_deny(item_id=denied.id, reviewer=reviewer, reason="customer did not confirm")
+    decisions.review_deny(item_id=denied.id, reviewer=reviewer, reason="customer did not confirm")
     ReviewItem.objects.filter(id=expired.id).update(expires_at=timezone.now() - timedelta(seconds=1))
-    services.expire_review_items()
+    recovery.expire_review_items()
 
     RiskPolicy.objects.create(
         name="No lookups today",
@@ -77,7 +78,7 @@ def traffic(agent: Any, reviewer: User, fake_llm: ModelSpec) -> dict[str, Any]:
         tool_pattern="get_order_details",
         decision=RiskPolicy.Decision.BLOCK,
     )
-    blocked, _ = services.request_create(agent_key=key, payload=read_body())
+    blocked, _ = intake.request_create(agent_key=key, payload=read_body())
     return {"escalated": escalated, "blocked": blocked}
 
 
@@ -138,7 +139,7 @@ def test_spend_against_the_all_llm_baseline(traffic: dict[str, Any], fake_llm: M
 
 
 def test_without_an_enabled_llm_the_seeded_prices_are_the_baseline(agent: Any) -> None:
-    services.request_create(agent_key=agent[0], payload=read_body())
+    intake.request_create(agent_key=agent[0], payload=read_body())
     assert not ModelSpec.objects.filter(tier="llm", enabled=True).exists()
     seeded = ModelSpec.objects.get(name="claude-sonnet-4-6")
     data = selectors.dashboard_get(window=selectors.window_get("24h"))
@@ -213,9 +214,9 @@ def test_the_window_bounds_what_is_counted(traffic: dict[str, Any]) -> None:
 
 def test_adjudicated_outcomes_are_told_apart(agent: Any) -> None:
     # The adjudicator's trail: released or denied by policy after a second model's verdict.
-    released, _ = services.request_create(agent_key=agent[0], payload=read_body())
-    denied, _ = services.request_create(agent_key=agent[0], payload=read_body())
-    services.request_create(agent_key=agent[0], payload=read_body())  # released automatically
+    released, _ = intake.request_create(agent_key=agent[0], payload=read_body())
+    denied, _ = intake.request_create(agent_key=agent[0], payload=read_body())
+    intake.request_create(agent_key=agent[0], payload=read_body())  # released automatically
     verdict = {"verdict": "approve", "model": "gemma-3-270m"}
     Request.objects.filter(id=released.id).update(
         decision={"by": "policy", "decision": "adjudicated", "adjudication": verdict}

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.db.models import F
 
-from reviewq import services
 from reviewq.models import Request, ReviewItem
+from reviewq.services import decisions, intake
 from router.backends.fake import FakeBackend
 from tests.factories import read_body, risky_body
 from tests.live import ARTIFACTS, logged_in_page
@@ -27,16 +27,16 @@ def traffic(agent: Any, reviewer: User) -> None:
     """
     key = agent[0]
     for _ in range(4):
-        services.request_create(agent_key=key, payload=read_body())
+        intake.request_create(agent_key=key, payload=read_body())
     FakeBackend.scripted_outputs.extend(['{"name":"get_order_details","arguments":{"order_id":"#W404"}}'] * 2)
-    services.request_create(agent_key=key, payload=read_body())
+    intake.request_create(agent_key=key, payload=read_body())
     for decide in ("approve", "edit", "deny", None):
-        request, _ = services.request_create(agent_key=key, payload=risky_body())
+        request, _ = intake.request_create(agent_key=key, payload=risky_body())
         item = ReviewItem.objects.get(request=request)
         if decide == "approve":
-            services.review_approve(item_id=item.id, reviewer=reviewer)
+            decisions.review_approve(item_id=item.id, reviewer=reviewer)
         elif decide == "edit":
-            services.review_edit(
+            decisions.review_edit(
                 item_id=item.id,
                 reviewer=reviewer,
                 tool_calls=[
@@ -47,7 +47,7 @@ def traffic(agent: Any, reviewer: User) -> None:
                 ],
             )
         elif decide == "deny":
-            services.review_deny(item_id=item.id, reviewer=reviewer, reason="customer did not confirm")
+            decisions.review_deny(item_id=item.id, reviewer=reviewer, reason="customer did not confirm")
     # Spread them over the last hours, each keeping its own end-to-end time.
     for index, request_id in enumerate(Request.objects.order_by("created_at").values_list("id", flat=True)):
         earlier = timedelta(hours=index % 6)

@@ -16,10 +16,11 @@ from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from reviewq import pipeline, services
 from reviewq.errors import ApplicationError
 from reviewq.models import GoldenTrace, Request, RequestStatus, ReviewItem
-from reviewq.transitions import move_request
+from reviewq.notify.finish import finish_request
+from reviewq.pipeline.run import run_pipeline
+from reviewq.services import decisions, intake, recovery
 from tests.factories import risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
@@ -32,7 +33,7 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
     class Decisions(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+            request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
             self.item = ReviewItem.objects.get(request=request)
             self.request_id = request.id
             self.ended_without_action = False
@@ -45,15 +46,15 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
 
         @rule()
         def approve_alice(self) -> None:
-            self._attempt(lambda: services.review_approve(item_id=self.item.id, reviewer=reviewer))
+            self._attempt(lambda: decisions.review_approve(item_id=self.item.id, reviewer=reviewer))
 
         @rule()
         def approve_bob(self) -> None:
-            self._attempt(lambda: services.review_approve(item_id=self.item.id, reviewer=second_reviewer))
+            self._attempt(lambda: decisions.review_approve(item_id=self.item.id, reviewer=second_reviewer))
 
         @rule()
         def deny(self) -> None:
-            self._attempt(lambda: services.review_deny(item_id=self.item.id, reviewer=reviewer, reason="no"))
+            self._attempt(lambda: decisions.review_deny(item_id=self.item.id, reviewer=reviewer, reason="no"))
 
         @rule()
         def edit(self) -> None:
@@ -64,7 +65,9 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
                 }
             ]
             self._attempt(
-                lambda: services.review_edit(item_id=self.item.id, reviewer=second_reviewer, tool_calls=calls)
+                lambda: decisions.review_edit(
+                    item_id=self.item.id, reviewer=second_reviewer, tool_calls=calls
+                )
             )
 
         @rule()
@@ -72,11 +75,11 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
             ReviewItem.objects.filter(id=self.item.id).update(
                 expires_at=timezone.now() - timedelta(seconds=1)
             )
-            services.expire_review_items()
+            recovery.expire_review_items()
 
         @rule()
         def redeliver_the_task(self) -> None:
-            pipeline.run_pipeline(self.request_id)
+            run_pipeline(self.request_id)
 
         @rule()
         def force_release_from_where_it_is(self) -> None:
@@ -84,7 +87,7 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
             status = Request.objects.get(id=self.request_id).status
             if status in FINAL_WITHOUT_ACTION | {RequestStatus.RELEASED}:
                 with pytest.raises(ValueError, match="never leaves a final state"):
-                    move_request(
+                    finish_request(
                         self.request_id,
                         from_statuses=[status],
                         to_status=RequestStatus.RELEASED,

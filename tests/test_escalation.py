@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 @pytest.fixture
-def llm(fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> FakeAnthropic:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-a-real-key")
+def llm(fake_anthropic: FakeAnthropic, settings: Any) -> FakeAnthropic:
+    settings.ANTHROPIC_API_KEY = "sk-test-not-a-real-key"
     ModelSpec.objects.filter(tier="llm").update(enabled=True, base_url=fake_anthropic.base_url)
     EscalationPolicy.objects.create(task_type="tool_use", max_llm_attempts=2)
     return fake_anthropic

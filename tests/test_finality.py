@@ -20,8 +20,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, connections
 
-from reviewq import finality, selectors
+from reviewq import selectors
 from reviewq.models import Request, RequestStatus
+from reviewq.notify import finality
 from tests.conftest import require_services
 
 
@@ -78,7 +79,7 @@ def test_a_worker_process_announcement_reaches_a_waiting_web_process() -> None:
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     worker = (
-        "import django; django.setup(); from reviewq import finality; "
+        "import django; django.setup(); from reviewq.notify import finality; "
         "finality.announce('request-from-a-worker')"
     )
 

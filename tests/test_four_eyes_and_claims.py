@@ -9,16 +9,16 @@ from django.contrib.auth.models import Group, User
 from django.db import close_old_connections
 from django.utils import timezone
 
-from reviewq import services
 from reviewq.errors import ApplicationError
 from reviewq.models import GoldenTrace, Request, RequestStatus, ReviewItem, RiskPolicy
+from reviewq.services import decisions, intake, recovery
 from tests.factories import risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
 
 
 def hold(agent: Any) -> ReviewItem:
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     return ReviewItem.objects.get(request=request)
 
 
@@ -32,13 +32,13 @@ def test_four_eyes_needs_two_different_reviewers(
 ) -> None:
     item = hold(agent)
     assert item.required_approvals == 2
-    first = services.review_approve(item_id=item.id, reviewer=reviewer)
+    first = decisions.review_approve(item_id=item.id, reviewer=reviewer)
     assert first.status == ReviewItem.Status.PENDING
     assert Request.objects.get(id=item.request_id).status == RequestStatus.AWAITING_REVIEW
     with pytest.raises(ApplicationError) as exc:
-        services.review_approve(item_id=item.id, reviewer=reviewer)
+        decisions.review_approve(item_id=item.id, reviewer=reviewer)
     assert exc.value.code == "already_approved"
-    final = services.review_approve(item_id=item.id, reviewer=second_reviewer)
+    final = decisions.review_approve(item_id=item.id, reviewer=second_reviewer)
     assert final.status == ReviewItem.Status.APPROVED
     request = Request.objects.get(id=item.request_id)
     assert request.status == RequestStatus.RELEASED
@@ -49,18 +49,18 @@ def test_an_edit_resets_earlier_approvals(
     four_eyes: None, agent: Any, reviewer: User, second_reviewer: User
 ) -> None:
     item = hold(agent)
-    services.review_approve(item_id=item.id, reviewer=reviewer)
+    decisions.review_approve(item_id=item.id, reviewer=reviewer)
     edited = [
         {
             "name": "cancel_pending_order",
             "arguments": {"order_id": "#W2378156", "reason": "ordered by mistake"},
         }
     ]
-    after_edit = services.review_edit(item_id=item.id, reviewer=second_reviewer, tool_calls=edited)
+    after_edit = decisions.review_edit(item_id=item.id, reviewer=second_reviewer, tool_calls=edited)
     # Alice approved the old action; only Bob's edit counts for the new one.
     assert after_edit.status == ReviewItem.Status.PENDING
     assert [a.reviewer.username for a in after_edit.approvals.all()] == ["bob"]
-    final = services.review_approve(item_id=item.id, reviewer=reviewer)
+    final = decisions.review_approve(item_id=item.id, reviewer=reviewer)
     assert final.status == ReviewItem.Status.EDITED
     request = Request.objects.get(id=item.request_id)
     assert request.action is not None
@@ -70,13 +70,13 @@ def test_an_edit_resets_earlier_approvals(
 
 def test_a_claim_keeps_others_off_until_it_lapses(agent: Any, reviewer: User, second_reviewer: User) -> None:
     item = hold(agent)
-    services.review_claim(item_id=item.id, reviewer=reviewer)
+    decisions.review_claim(item_id=item.id, reviewer=reviewer)
     with pytest.raises(ApplicationError) as exc:
-        services.review_approve(item_id=item.id, reviewer=second_reviewer)
+        decisions.review_approve(item_id=item.id, reviewer=second_reviewer)
     assert (exc.value.code, exc.value.status) == ("claimed", 409)
     ReviewItem.objects.filter(id=item.id).update(claim_expires_at=timezone.now() - timedelta(seconds=1))
     assert (
-        services.review_approve(item_id=item.id, reviewer=second_reviewer).status
+        decisions.review_approve(item_id=item.id, reviewer=second_reviewer).status
         == ReviewItem.Status.APPROVED
     )
 
@@ -87,10 +87,10 @@ def test_a_reviewer_group_restricts_who_decides(agent: Any, reviewer: User, seco
     RiskPolicy.objects.filter(decision="human").update(reviewer_group=payments)
     item = hold(agent)
     with pytest.raises(ApplicationError) as exc:
-        services.review_approve(item_id=item.id, reviewer=reviewer)
+        decisions.review_approve(item_id=item.id, reviewer=reviewer)
     assert exc.value.status == 403
     assert (
-        services.review_approve(item_id=item.id, reviewer=second_reviewer).status
+        decisions.review_approve(item_id=item.id, reviewer=second_reviewer).status
         == ReviewItem.Status.APPROVED
     )
 
@@ -121,8 +121,8 @@ def test_approve_racing_deny_has_one_winner(agent: Any, reviewer: User, second_r
     for _ in range(25):
         item = hold(agent)
         results = _race(
-            lambda item=item: services.review_approve(item_id=item.id, reviewer=reviewer),
-            lambda item=item: services.review_deny(item_id=item.id, reviewer=second_reviewer, reason="no"),
+            lambda item=item: decisions.review_approve(item_id=item.id, reviewer=reviewer),
+            lambda item=item: decisions.review_deny(item_id=item.id, reviewer=second_reviewer, reason="no"),
         )
         errors = [r for r in results if isinstance(r, Exception)]
         assert len(errors) == 1, results
@@ -137,8 +137,8 @@ def test_a_decision_racing_expiry_leaves_one_consistent_state(agent: Any, review
         item = hold(agent)
         ReviewItem.objects.filter(id=item.id).update(expires_at=timezone.now() + timedelta(milliseconds=30))
         results = _race(
-            lambda item=item: services.review_approve(item_id=item.id, reviewer=reviewer),
-            lambda: (threading.Event().wait(0.03), services.expire_review_items())[1],
+            lambda item=item: decisions.review_approve(item_id=item.id, reviewer=reviewer),
+            lambda: (threading.Event().wait(0.03), recovery.expire_review_items())[1],
         )
         item.refresh_from_db()
         request = Request.objects.get(id=item.request_id)

@@ -19,9 +19,15 @@ import pytest
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.test import Client, RequestFactory
 
-from reviewq import dispatch, pipeline, tasks
-from telemetry.logging import JsonFormatter, RequestIdFilter, current_request_id, request_context
-from telemetry.middleware import RequestIdMiddleware
+from reviewq import tasks
+from reviewq.runtime import dispatch
+from reviewq.runtime.middleware import RequestIdMiddleware
+from reviewq.runtime.request_logging import (
+    JsonFormatter,
+    RequestIdFilter,
+    current_request_id,
+    request_context,
+)
 
 
 @pytest.fixture
@@ -87,8 +93,9 @@ def test_pipeline_workers_log_under_the_request_id(
         seen.append(current_request_id())
         logging.getLogger("reviewq.pipeline").info("pipeline ran")
 
-    monkeypatch.setattr(pipeline, "run_pipeline", spy)
-    dispatch._run_pipeline("embedded-1")
+    monkeypatch.setattr(tasks, "run_request_pipeline", spy)
+    dispatch.submit_embedded(tasks.run_pipeline, "embedded-1")
+    dispatch.drain_embedded()
     tasks.run_pipeline.run("celery-1")
     assert seen == ["embedded-1", "celery-1"]
     assert [entry["request_id"] for entry in lines(json_log)] == ["embedded-1", "celery-1"]
@@ -131,7 +138,8 @@ def test_the_middleware_works_under_asgi(json_log: io.StringIO) -> None:
 
 def test_log_format_json_switches_the_settings() -> None:
     script = (
-        "import django, logging; django.setup(); from telemetry.logging import request_context\n"
+        "import django, logging; django.setup()\n"
+        "from reviewq.runtime.request_logging import request_context\n"
         "with request_context('from-settings'): logging.getLogger('reviewq').warning('hello')"
     )
     env = {**os.environ, "LOG_FORMAT": "json", "DJANGO_SETTINGS_MODULE": "reviewq.settings"}

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from router.backends.base import Prompt
-from router.backends.llama_cpp import LlamaCppBackend, _copied_value_rest, _open_string_value
+from router.backends.llama_cpp import LlamaCppBackend
+from router.backends.llama_grammar import copied_value_rest, open_string_value
 from router.model_files import SMOLLM2_PATH, resolve_model_path
 from router.prompts import TaskSpec, build_prompt
 from tests.factories import tools
@@ -31,18 +32,18 @@ from tests.factories import tools
         ('{"name":"x","arguments":{"n":12', None),
     ],
 )
-def test_open_string_value(text: str, typed: str | None) -> None:
-    assert _open_string_value(text) == typed
+def testopen_string_value(text: str, typed: str | None) -> None:
+    assert open_string_value(text) == typed
 
 
 def test_copied_value_rest_finds_the_value_in_the_conversation() -> None:
     source = "\nuser\nWhere is order #W2378156? My email is ana.lopez@example.com.\n"
-    assert _copied_value_rest("W23", source) == ("78156", True)
-    assert _copied_value_rest("ana", source) == (".lopez@example.com", True)
+    assert copied_value_rest("W23", source) == ("78156", True)
+    assert copied_value_rest("ana", source) == (".lopez@example.com", True)
     # Several places that disagree give their common part only, and say so.
-    assert _copied_value_rest("W2", "orders W2378156 and W2399000") == ("3", False)
+    assert copied_value_rest("W2", "orders W2378156 and W2399000") == ("3", False)
     # A value not in the conversation gives nothing to copy.
-    assert _copied_value_rest("Q9", source) == ("", False)
+    assert copied_value_rest("Q9", source) == ("", False)
 
 
 @pytest.mark.real_model

@@ -11,8 +11,8 @@ from django.db.models import Sum
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from reviewq import services
 from reviewq.models import GoldenTrace, Request, ReviewItem
+from reviewq.services import decisions, intake
 from router.backends.fake import FakeBackend
 from telemetry.metrics import MODEL_CALL_BUCKETS, REQUEST_BUCKETS
 from telemetry.models import ModelCall
@@ -27,16 +27,16 @@ INVENTED = '{"name":"get_order_details","arguments":{"order_id":"#W404"}}'
 @pytest.fixture
 def traffic(agent: Any, reviewer: User) -> None:
     key = agent[0]
-    services.request_create(agent_key=key, payload=read_body())
-    services.request_create(agent_key=key, payload=read_body())
+    intake.request_create(agent_key=key, payload=read_body())
+    intake.request_create(agent_key=key, payload=read_body())
     # No LLM is enabled: the SLM's invented id is escalated, then held for a human.
     FakeBackend.scripted_outputs.extend([INVENTED, INVENTED])
-    services.request_create(agent_key=key, payload=read_body())
+    intake.request_create(agent_key=key, payload=read_body())
     for _ in range(2):
-        services.request_create(agent_key=key, payload=risky_body())
+        intake.request_create(agent_key=key, payload=risky_body())
     first = ReviewItem.objects.filter(request__proposal__isnull=False).order_by("pk").first()
     assert first is not None
-    services.review_approve(item_id=first.id, reviewer=reviewer)
+    decisions.review_approve(item_id=first.id, reviewer=reviewer)
 
 
 def scrape(client: Client, **headers: Any) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:

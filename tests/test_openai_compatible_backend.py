@@ -11,6 +11,7 @@ import pytest
 from router.backends.base import BackendError, Prompt
 from router.backends.openai_compatible import OpenAICompatibleBackend, chat_completions_url
 from router.backends.registry import get_backend
+from router.contracts import Tier
 from router.models import ModelSpec
 from router.schemas import tool_choice_schema
 from tests.fake_anthropic import Scripted
@@ -223,7 +224,7 @@ def test_the_registry_builds_it_from_the_model_spec(fake_openai: FakeOpenAI, set
         backend=ModelSpec.Backend.OPENAI_COMPATIBLE,
         model_path="Qwen/Qwen2.5-0.5B-Instruct",
         base_url=fake_openai.base_url + "/v1",
-        tier=ModelSpec.Tier.SLM,
+        tier=Tier.SLM,
     )
 
     backend = get_backend(spec)

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from reviewq import dispatch, pipeline, services
 from reviewq.models import Request, RequestStatus, ReviewItem, RiskPolicy, ToolSpec
+from reviewq.pipeline.run import run_pipeline
+from reviewq.runtime import dispatch
+from reviewq.services import intake, recovery
 from router.backends.fake import FakeBackend
 from telemetry.models import ModelCall
 from tests.factories import body, read_body, risky_body
@@ -17,7 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def create(agent: Any, payload: dict[str, Any]) -> Request:
-    request, _ = services.request_create(agent_key=agent[0], payload=payload)
+    request, _ = intake.request_create(agent_key=agent[0], payload=payload)
     return request
 
 
@@ -25,7 +27,12 @@ def create(agent: Any, payload: dict[str, Any]) -> Request:
 def held_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Collect enqueued ids instead of running them, to drive the pipeline by hand."""
     enqueued: list[str] = []
-    monkeypatch.setattr(dispatch, "_publish", enqueued.append)
+
+    def publish(task_name: str, request_id: str) -> None:
+        assert task_name == "reviewq.tasks.run_pipeline"
+        enqueued.append(request_id)
+
+    monkeypatch.setattr(dispatch, "publish", publish)
     return enqueued
 
 
@@ -101,8 +108,8 @@ def test_with_no_policy_the_action_is_held(agent: Any, inline_pipeline: None) ->
 def test_a_redelivered_task_does_nothing(agent: Any, held_back: list[str]) -> None:
     request = create(agent, read_body())
     assert held_back == [str(request.id)]
-    pipeline.run_pipeline(request.id)
-    pipeline.run_pipeline(request.id)  # the broker delivered it twice
+    run_pipeline(request.id)
+    run_pipeline(request.id)  # the broker delivered it twice
     request.refresh_from_db()
     assert request.status == RequestStatus.RELEASED
     assert request.pipeline_runs == 1
@@ -116,9 +123,9 @@ def test_the_sweeper_re_enqueues_a_request_whose_worker_died(agent: Any, held_ba
         status=RequestStatus.PROPOSING, lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
     held_back.clear()
-    assert services.sweep_stuck_requests() == 1
+    assert recovery.sweep_stuck_requests() == 1
     assert held_back == [str(request.id)]
-    pipeline.run_pipeline(request.id)
+    run_pipeline(request.id)
     request.refresh_from_db()
     assert request.status == RequestStatus.RELEASED
 
@@ -127,7 +134,7 @@ def test_the_sweeper_leaves_leased_and_waiting_requests_alone(agent: Any, held_b
     create(agent, read_body())  # received, lease in the future
     waiting = create(agent, risky_body())
     Request.objects.filter(id=waiting.id).update(status=RequestStatus.AWAITING_REVIEW, lease_expires_at=None)
-    assert services.sweep_stuck_requests() == 0
+    assert recovery.sweep_stuck_requests() == 0
 
 
 def test_a_missing_model_file_holds_the_request_visibly(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from reviewq.models import RiskPolicy, ToolSpec
-from reviewq.policies import CallContext, decide_action, description_tags, preview_policies
+from reviewq.pipeline.policies import CallContext, decide_action, description_tags, preview_policies
 
 pytestmark = pytest.mark.django_db
 

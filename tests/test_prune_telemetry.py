@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from reviewq import services
 from reviewq.models import GoldenTrace, Request, ReviewItem
+from reviewq.services import decisions, intake
 from telemetry.models import ModelCall
 from telemetry.retention import telemetry_prune
 from tests.factories import read_body, risky_body
@@ -32,11 +32,11 @@ def history(agent: Any, reviewer: User) -> dict[str, Request]:
     key = agent[0]
     rows: dict[str, Request] = {}
     for name in ("old_a", "old_b", "old_c", "recent"):
-        rows[name], _ = services.request_create(agent_key=key, payload=read_body())
-    rows["old_pending"], _ = services.request_create(agent_key=key, payload=risky_body())
-    rows["old_decided"], _ = services.request_create(agent_key=key, payload=risky_body())
+        rows[name], _ = intake.request_create(agent_key=key, payload=read_body())
+    rows["old_pending"], _ = intake.request_create(agent_key=key, payload=risky_body())
+    rows["old_decided"], _ = intake.request_create(agent_key=key, payload=risky_body())
     item = ReviewItem.objects.get(request=rows["old_decided"])
-    services.review_approve(item_id=item.id, reviewer=reviewer)
+    decisions.review_approve(item_id=item.id, reviewer=reviewer)
     for name in ("old_a", "old_b", "old_c", "old_pending", "old_decided"):
         age(rows[name], days=100)
     age(rows["recent"], days=10)

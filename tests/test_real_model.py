@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from reviewq import services
-from reviewq.adjudication import VERDICT_SCHEMA, adjudicate
 from reviewq.models import Request, RequestStatus
+from reviewq.pipeline.adjudication import VERDICT_SCHEMA, adjudicate
+from reviewq.services import intake
 from router.backends.base import Prompt
 from router.backends.llama_cpp import LlamaCppBackend
 from router.model_files import SMOLLM2_PATH, resolve_model_path
@@ -59,7 +59,7 @@ def test_the_pipeline_runs_smollm2_end_to_end(agent: Any) -> None:
         "messages": [{"role": "user", "content": "Please look up order #W2378156 for me."}],
         "tools": tools("get_order_details", "cancel_pending_order", "find_user_id_by_email"),
     }
-    request, _ = services.request_create(agent_key=agent[0], payload=payload)
+    request, _ = intake.request_create(agent_key=agent[0], payload=payload)
     request = Request.objects.get(id=request.id)
     calls = list(ModelCall.objects.filter(request=request, tier="slm"))
     assert calls and calls[0].model_name == "smollm2-135m-instruct"

@@ -126,3 +126,101 @@ def test_keyboard_shortcuts_deny_with_a_reason(
     final = api(live_server_url, agent[1], f"/requests/{posted['id']}")
     assert final["status"] == "denied"
     assert final["decision"]["reason"] == "the customer did not confirm"
+
+
+CANCEL_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "cancel_pending_order",
+        "description": "Cancel a pending order and refund it.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}, "reason": {"type": "string"}},
+            "required": ["order_id", "reason"],
+        },
+    },
+}
+
+
+def _held(posted: dict[str, Any]) -> ReviewItem:
+    deadline = time.monotonic() + 15
+    while not ReviewItem.objects.filter(request_id=posted["id"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ReviewItem.objects.get(request_id=posted["id"])
+
+
+def _rows(page: Any) -> set[str]:
+    return set(page.eval_on_selector_all("#queue-items .item", "rows => rows.map(r => r.id)"))
+
+
+def test_the_live_queue_serves_only_the_filtered_view(
+    live_server_url: str, browser: Any, reviewer: User, agent: Any
+) -> None:
+    """A reviewer filtering by group or by risk tag sees, live and after a reconnect, only the
+    items in that view (the socket once sent every pending item whatever the filter)."""
+    from django.contrib.auth.models import Group
+
+    from reviewq.models import RiskPolicy, ToolSpec
+
+    payments = Group.objects.create(name="payments-team")
+    reviewer.groups.add(payments)
+    ToolSpec.objects.create(
+        name="issue_refund", description="Refund part of an order.", risk_tags=["payment"]
+    )
+    RiskPolicy.objects.create(
+        name="Refunds go to the payments team",
+        priority=5,
+        tool_pattern="issue_refund",
+        decision=RiskPolicy.Decision.HUMAN,
+        reviewer_group=payments,
+    )
+    by_group = logged_in_page(browser, live_server_url, reviewer)
+    by_group.goto(f"{live_server_url}/review/?group=payments-team")
+    by_tag = logged_in_page(browser, live_server_url, reviewer)
+    by_tag.goto(f"{live_server_url}/review/?tag=destructive")
+    for page in (by_group, by_tag):
+        page.wait_for_selector("[data-live=connected]", timeout=10_000)
+
+    refund = _held(
+        api(
+            live_server_url,
+            agent[1],
+            "/requests",
+            {
+                "messages": [{"role": "user", "content": "Refund order_id=#W2378156 amount=25"}],
+                "tools": [REFUND_TOOL],
+            },
+        )
+    )
+    cancellation = _held(
+        api(
+            live_server_url,
+            agent[1],
+            "/requests",
+            {
+                "messages": [
+                    {"role": "user", "content": "Cancel order_id=#W2378156 reason=no longer needed"}
+                ],
+                "tools": [CANCEL_TOOL],
+            },
+        )
+    )
+    assert refund.reviewer_group_id == payments.id and cancellation.reviewer_group_id is None
+    assert "destructive" in cancellation.risk_tags and "destructive" not in refund.risk_tags
+    by_group.wait_for_selector(f"#item-{refund.id}", timeout=10_000)
+    by_tag.wait_for_selector(f"#item-{cancellation.id}", timeout=10_000)
+    time.sleep(0.5)  # any push of the other item to either page has arrived by now
+    assert _rows(by_group) == {f"item-{refund.id}"}
+    assert _rows(by_tag) == {f"item-{cancellation.id}"}
+    assert by_group.locator("#queue-count").inner_text() == "1"
+
+    # A reconnect's snapshot is filtered the same way (the unfiltered page sees both).
+    for page in (by_group, by_tag):
+        page.reload()
+        page.wait_for_selector("[data-live=connected]", timeout=10_000)
+    assert _rows(by_group) == {f"item-{refund.id}"}
+    assert _rows(by_tag) == {f"item-{cancellation.id}"}
+    everything = logged_in_page(browser, live_server_url, reviewer)
+    everything.goto(f"{live_server_url}/review/")
+    everything.wait_for_selector("[data-live=connected]", timeout=10_000)
+    assert _rows(everything) == {f"item-{refund.id}", f"item-{cancellation.id}"}

@@ -8,9 +8,9 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from reviewq import services
 from reviewq.errors import ApplicationError
 from reviewq.models import GoldenTrace, Request, RequestStatus, ReviewItem
+from reviewq.services import decisions, intake, recovery
 from tests.factories import risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
@@ -18,12 +18,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 @pytest.fixture
 def held(agent: Any) -> ReviewItem:
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     return ReviewItem.objects.get(request=request)
 
 
 def test_approve_releases_the_proposal_and_keeps_a_golden_trace(held: ReviewItem, reviewer: User) -> None:
-    services.review_approve(item_id=held.id, reviewer=reviewer)
+    decisions.review_approve(item_id=held.id, reviewer=reviewer)
     request = Request.objects.get(id=held.request_id)
     assert request.status == RequestStatus.RELEASED
     assert request.action == request.proposal
@@ -40,9 +40,9 @@ def test_approve_releases_the_proposal_and_keeps_a_golden_trace(held: ReviewItem
 
 def test_deny_needs_a_reason(held: ReviewItem, reviewer: User) -> None:
     with pytest.raises(ApplicationError) as exc:
-        services.review_deny(item_id=held.id, reviewer=reviewer, reason="  ")
+        decisions.review_deny(item_id=held.id, reviewer=reviewer, reason="  ")
     assert exc.value.code == "reason_required"
-    services.review_deny(item_id=held.id, reviewer=reviewer, reason="customer did not confirm")
+    decisions.review_deny(item_id=held.id, reviewer=reviewer, reason="customer did not confirm")
     request = Request.objects.get(id=held.request_id)
     assert request.status == RequestStatus.DENIED
     assert request.action is None
@@ -52,14 +52,14 @@ def test_deny_needs_a_reason(held: ReviewItem, reviewer: User) -> None:
 
 def test_edit_is_revalidated_and_released(held: ReviewItem, reviewer: User) -> None:
     with pytest.raises(ApplicationError) as exc:
-        services.review_edit(
+        decisions.review_edit(
             item_id=held.id,
             reviewer=reviewer,
             tool_calls=[{"name": "cancel_pending_order", "arguments": {"order_id": "#W1", "reason": "whim"}}],
         )
     assert exc.value.code == "invalid_edit"
     assert ReviewItem.objects.get(id=held.id).status == ReviewItem.Status.PENDING
-    services.review_edit(
+    decisions.review_edit(
         item_id=held.id,
         reviewer=reviewer,
         tool_calls=[
@@ -73,9 +73,9 @@ def test_edit_is_revalidated_and_released(held: ReviewItem, reviewer: User) -> N
 
 
 def test_a_second_decision_is_a_conflict(held: ReviewItem, reviewer: User, second_reviewer: User) -> None:
-    services.review_approve(item_id=held.id, reviewer=reviewer)
+    decisions.review_approve(item_id=held.id, reviewer=reviewer)
     with pytest.raises(ApplicationError) as exc:
-        services.review_deny(item_id=held.id, reviewer=second_reviewer, reason="too late")
+        decisions.review_deny(item_id=held.id, reviewer=second_reviewer, reason="too late")
     assert (exc.value.code, exc.value.status) == ("already_decided", 409)
     assert GoldenTrace.objects.count() == 1
     assert Request.objects.get(id=held.request_id).status == RequestStatus.RELEASED
@@ -84,7 +84,7 @@ def test_a_second_decision_is_a_conflict(held: ReviewItem, reviewer: User, secon
 def test_nobody_decides_on_their_own_request(held: ReviewItem) -> None:
     owner = User.objects.get(username="carol")
     with pytest.raises(ApplicationError) as exc:
-        services.review_approve(item_id=held.id, reviewer=owner)
+        decisions.review_approve(item_id=held.id, reviewer=owner)
     assert exc.value.status == 403
     assert ReviewItem.objects.get(id=held.id).status == ReviewItem.Status.PENDING
 
@@ -92,13 +92,13 @@ def test_nobody_decides_on_their_own_request(held: ReviewItem) -> None:
 def test_a_late_decision_is_refused_and_expiry_fails_closed(held: ReviewItem, reviewer: User) -> None:
     ReviewItem.objects.filter(id=held.id).update(expires_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(ApplicationError) as exc:
-        services.review_approve(item_id=held.id, reviewer=reviewer)
+        decisions.review_approve(item_id=held.id, reviewer=reviewer)
     assert exc.value.status == 410
-    assert services.expire_review_items() == 1
+    assert recovery.expire_review_items() == 1
     request = Request.objects.get(id=held.request_id)
     assert request.status == RequestStatus.EXPIRED
     assert request.action is None
-    assert services.expire_review_items() == 0
+    assert recovery.expire_review_items() == 0
 
 
 def test_the_queue_page_requires_a_reviewer(client: Client, held: ReviewItem, outsider: User) -> None:

@@ -1,4 +1,4 @@
-"""``python -m reviewq.serve``: web processes on their own SO_REUSEPORT sockets, supervised."""
+"""``python -m reviewq.runtime.serve``: web processes on their own SO_REUSEPORT sockets, supervised."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from reviewq.serve import listening_sockets
-from reviewq.serve import main as serve_main
+from reviewq.runtime.serve import listening_sockets
+from reviewq.runtime.serve import main as serve_main
 from tests.conftest import require_services
 from tests.live import running_server
 
@@ -65,9 +65,9 @@ def _supervisor_pid(port: int) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"reviewq.serve" in argv and str(port).encode() in argv:
+        if b"reviewq.runtime.serve" in argv and str(port).encode() in argv:
             return int(entry.name)
-    raise AssertionError(f"no reviewq.serve process on port {port}")
+    raise AssertionError(f"no reviewq.runtime.serve process on port {port}")
 
 
 def _wait_until(condition: Any, timeout: float = 30) -> None:

@@ -116,7 +116,7 @@ def test_a_request_survives_a_worker_killed_mid_proposal(client: Client, agent: 
     require_services()
     celery_app.control.purge()
     from reviewq.models import Request
-    from reviewq.services import sweep_stuck_requests
+    from reviewq.services.recovery import sweep_stuck_requests
 
     slow = start_worker(FAKE_MODEL_DELAY_MS="20000", PIPELINE_LEASE_SECONDS="2")
     try:
@@ -161,7 +161,10 @@ def _answers(client: redis.Redis) -> bool:
         return False
 
 
-SWEEP = "import django; django.setup(); from reviewq.services import sweep_stuck_requests as s; print(s())"
+SWEEP = (
+    "import django; django.setup(); "
+    "from reviewq.services.recovery import sweep_stuck_requests as s; print(s())"
+)
 
 
 def test_queued_requests_survive_a_redis_restart(agent: Any) -> None:
@@ -218,15 +221,15 @@ def test_a_redelivered_task_releases_once_even_when_a_worker_dies_after_the_rele
     One release, one model proposal, one callback delivery id."""
     require_services()
     celery_app.control.purge()
-    from reviewq import services
     from reviewq.models import Request, WebhookDelivery
+    from reviewq.services import intake
     from reviewq.tasks import run_pipeline
     from telemetry.models import ModelCall
 
     slow_workers = [start_worker(FAKE_MODEL_DELAY_MS="3000") for _ in range(2)]
     try:
-        with mock.patch("reviewq.dispatch.enqueue_pipeline"):  # this test publishes the task itself
-            request, _ = services.request_create(
+        with mock.patch("reviewq.services.intake.enqueue_pipeline"):  # this test publishes the task itself
+            request, _ = intake.request_create(
                 agent_key=agent[0], payload=read_body(callback_url=receiver.url)
             )
         for _ in range(2):  # one task, delivered twice

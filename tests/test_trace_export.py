@@ -17,10 +17,11 @@ from django.core.management.base import CommandError
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from reviewq import services
 from reviewq.errors import ApplicationError
 from reviewq.models import AgentKey, GoldenTrace, ReviewItem
+from reviewq.services import agent_keys, decisions, intake
 from telemetry import exports
+from telemetry.redaction import Redactor
 from tests.factories import body, read_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
@@ -63,7 +64,7 @@ class Traces:
 
 
 def _held(agent_key: AgentKey, payload: dict[str, Any]) -> ReviewItem:
-    request, _ = services.request_create(agent_key=agent_key, payload=payload)
+    request, _ = intake.request_create(agent_key=agent_key, payload=payload)
     return ReviewItem.objects.get(request=request)
 
 
@@ -71,11 +72,11 @@ def _held(agent_key: AgentKey, payload: dict[str, Any]) -> ReviewItem:
 def traces(agent: Any, reviewer: User) -> Traces:
     """One approval, one edit, one denial, decided through the real services on the fake model."""
     agent_key = agent[0]
-    services.request_create(agent_key=agent_key, payload=read_body())  # released: no trace
+    intake.request_create(agent_key=agent_key, payload=read_body())  # released: no trace
     approved = _held(agent_key, looked_up_then_cancel())
-    services.review_approve(item_id=approved.id, reviewer=reviewer)
+    decisions.review_approve(item_id=approved.id, reviewer=reviewer)
     edited = _held(agent_key, body(CANCEL, "get_order_details", "cancel_pending_order"))
-    services.review_edit(
+    decisions.review_edit(
         item_id=edited.id,
         reviewer=reviewer,
         tool_calls=[
@@ -86,7 +87,7 @@ def traces(agent: Any, reviewer: User) -> Traces:
         ],
     )
     denied = _held(agent_key, body(TRANSFER, "get_order_details", "transfer_to_human_agents"))
-    services.review_deny(item_id=denied.id, reviewer=reviewer, reason=DENY_REASON)
+    decisions.review_deny(item_id=denied.id, reviewer=reviewer, reason=DENY_REASON)
     return Traces(
         approved=GoldenTrace.objects.get(review_item_id=approved.id),
         edited=GoldenTrace.objects.get(review_item_id=edited.id),
@@ -227,16 +228,16 @@ def test_redaction_is_stable_within_an_export_and_removes_the_pii(traces: Traces
 
 
 def test_the_redactor_gives_one_placeholder_per_value() -> None:
-    redactor = exports.Redactor()
-    first = redactor.text("mail Jane.Doe@Example.com or call +1 415-555-0134")
+    redactor = Redactor()
+    first = redactor.value("mail Jane.Doe@Example.com or call +1 415-555-0134")
     assert first == "mail <EMAIL_1> or call <PHONE_1>"
-    assert redactor.text("jane.doe@example.com, bob@example.org") == "<EMAIL_1>, <EMAIL_2>"
+    assert redactor.value("jane.doe@example.com, bob@example.org") == "<EMAIL_1>, <EMAIL_2>"
     assert redactor.value({"to": ["bob@example.org"], "card": 4111111111111111, "n": 3}) == {
         "to": ["<EMAIL_2>"],
         "card": "<CARD_NUMBER_1>",
         "n": 3,
     }
-    assert exports.Redactor().text("bob@example.org") == "<EMAIL_1>"  # a new export starts again
+    assert Redactor().value("bob@example.org") == "<EMAIL_1>"  # a new export starts again
 
 
 # --- The command and its manifest ---
@@ -285,7 +286,7 @@ def test_datasets_loads_the_sft_and_dpo_files(traces: Traces, tmp_path: Path) ->
 
 @pytest.fixture
 def ops_key(db: Any) -> str:
-    return services.agent_key_create(name="trainer", scope=AgentKey.Scope.OPS)[1]
+    return agent_keys.agent_key_create(name="trainer", scope=AgentKey.Scope.OPS)[1]
 
 
 def test_the_api_streams_jsonl_to_an_ops_key(client: Client, traces: Traces, ops_key: str) -> None:

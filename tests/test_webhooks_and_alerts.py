@@ -7,8 +7,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from reviewq import alerts, services, webhooks
 from reviewq.models import ReviewerPresence, ReviewItem, RiskPolicy, WebhookDelivery
+from reviewq.notify import alerts, webhooks
+from reviewq.services import decisions, intake
+from tests.conftest import run_tasks_inline
 from tests.factories import read_body, risky_body
 from tests.receiver import Receiver
 
@@ -19,12 +21,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def send_inline(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     """Send webhooks in the test's thread, at once, with no backoff wait."""
     settings.WEBHOOK_BACKOFF_SCALE = 0
-    monkeypatch.setattr(webhooks, "_send_soon", webhooks.deliver)
+    run_tasks_inline(monkeypatch, "reviewq.tasks.deliver_webhook")
 
 
 def test_a_released_request_calls_the_agent_back_signed(agent: Any, receiver: Receiver) -> None:
     key, _ = agent
-    request, _ = services.request_create(agent_key=key, payload=read_body(callback_url=receiver.url))
+    request, _ = intake.request_create(agent_key=key, payload=read_body(callback_url=receiver.url))
     [hook] = receiver.wait_for(1)
     assert hook.json["event"] == "request.released"
     assert hook.json["request"]["id"] == str(request.id)
@@ -36,7 +38,7 @@ def test_a_released_request_calls_the_agent_back_signed(agent: Any, receiver: Re
 
 def test_a_failed_delivery_is_retried_with_the_same_delivery_id(agent: Any, receiver: Receiver) -> None:
     receiver.statuses = [500, 503]
-    request, _ = services.request_create(agent_key=agent[0], payload=read_body(callback_url=receiver.url))
+    request, _ = intake.request_create(agent_key=agent[0], payload=read_body(callback_url=receiver.url))
     assert len(receiver.wait_for(1)) == 1
     assert webhooks.deliver_due() == 0  # second attempt: 503
     assert webhooks.deliver_due() == 1  # third attempt: delivered
@@ -48,10 +50,10 @@ def test_a_failed_delivery_is_retried_with_the_same_delivery_id(agent: Any, rece
 
 
 def test_a_human_decision_is_reported_once(agent: Any, receiver: Receiver, reviewer: User) -> None:
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body(callback_url=receiver.url))
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body(callback_url=receiver.url))
     assert receiver.received == []  # held: nothing final yet
     item = ReviewItem.objects.get(request=request)
-    services.review_deny(item_id=item.id, reviewer=reviewer, reason="customer did not confirm")
+    decisions.review_deny(item_id=item.id, reviewer=reviewer, reason="customer did not confirm")
     [hook] = receiver.wait_for(1)
     assert hook.json["event"] == "request.denied"
     assert hook.json["request"]["decision"]["reason"] == "customer did not confirm"
@@ -61,7 +63,7 @@ def test_a_human_decision_is_reported_once(agent: Any, receiver: Receiver, revie
 
 def test_on_call_is_paged_when_nobody_is_watching(agent: Any, receiver: Receiver) -> None:
     RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
-    request, _ = services.request_create(agent_key=agent[0], payload=risky_body())
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
     [page] = receiver.wait_for(1)
     assert "cancel_pending_order" in page.json["text"]
     assert page.json["request_id"] == str(request.id)
@@ -73,14 +75,14 @@ def test_on_call_is_paged_when_nobody_is_watching(agent: Any, receiver: Receiver
 def test_no_page_while_a_reviewer_has_the_queue_open(agent: Any, receiver: Receiver, reviewer: User) -> None:
     RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
     ReviewerPresence.objects.create(channel_name="test!abc", user=reviewer)
-    services.request_create(agent_key=agent[0], payload=risky_body())
+    intake.request_create(agent_key=agent[0], payload=risky_body())
     assert receiver.received == []
 
 
 def test_the_requester_watching_their_own_queue_does_not_count(agent: Any, receiver: Receiver) -> None:
     RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
     ReviewerPresence.objects.create(channel_name="test!owner", user=User.objects.get(username="carol"))
-    services.request_create(agent_key=agent[0], payload=risky_body())
+    intake.request_create(agent_key=agent[0], payload=risky_body())
     assert len(receiver.wait_for(1)) == 1
 
 
@@ -90,5 +92,5 @@ def test_stale_presence_does_not_count(agent: Any, receiver: Receiver, reviewer:
     ReviewerPresence.objects.filter(id=presence.id).update(
         connected_at=timezone.now() - alerts.PRESENCE_MAX_AGE * 2
     )
-    services.request_create(agent_key=agent[0], payload=risky_body())
+    intake.request_create(agent_key=agent[0], payload=risky_body())
     assert json.loads(receiver.wait_for(1)[0].body)["item_id"]

@@ -9,8 +9,8 @@ import pytest
 from celery.fixups.django import DjangoWorkerFixup
 from django.db import connection
 
-from reviewq import dispatch
 from reviewq.celery import app, keep_database_connections, tidy_database_connections
+from reviewq.runtime import dispatch
 
 
 def run_tasks(count: int) -> list[Any]:

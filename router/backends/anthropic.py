@@ -21,7 +21,8 @@ from typing import Any
 import anthropic
 
 from router.backends.base import BackendError, Generation, Prompt
-from router.messages import compact_json, content_text
+from router.contracts import TaskType
+from router.messages import chat_turns, compact_json
 
 # The pipeline's Prompt.max_tokens is sized for a small model's terse answers; an LLM writing a
 # tool call with long arguments must not be cut off, and unused tokens cost nothing.
@@ -96,7 +97,7 @@ def build_request(prompt: Prompt, *, model: str) -> dict[str, Any]:
         # A final assistant turn would be read as a prefill to continue, which forced tool use
         # does not allow: ask for the next step explicitly.
         messages = _append(messages, "user", [_text_block("Continue with the next step.")])
-    if prompt.task_type == "tool_use":
+    if prompt.task_type == TaskType.TOOL_USE:
         tools = [_anthropic_tool(tool) for tool in prompt.tools or _tools_from_schema(prompt.output_schema)]
         if not tools:
             raise BackendError("a tool_use prompt needs at least one tool")
@@ -134,40 +135,31 @@ def translate_conversation(
     """
     system_parts = [system] if system else []
     messages: list[dict[str, Any]] = []
-    call_names: dict[str, str] = {}
-    for message in conversation:
-        role = message.get("role", "user")
-        text = content_text(message.get("content"))
-        if role in ("system", "developer"):
-            if text:
-                system_parts.append(text)
-        elif role == "assistant":
-            blocks = [_text_block(text)] if text else []
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                call_id = _tool_id(call.get("id"))
-                name = str(function.get("name") or "")
-                call_names[call_id] = name
+    for turn in chat_turns(conversation):
+        if turn.role == "system":
+            if turn.text:
+                system_parts.append(turn.text)
+        elif turn.role == "assistant":
+            blocks = [_text_block(turn.text)] if turn.text else []
+            for call in turn.calls:
                 blocks.append(
                     {
                         "type": "tool_use",
-                        "id": call_id,
-                        "name": name,
-                        "input": _arguments(function.get("arguments")),
+                        "id": _tool_id(call.id),
+                        "name": call.name,
+                        "input": _arguments(call.arguments),
                     }
                 )
             messages = _append(messages, "assistant", blocks)
-        elif role == "tool":
-            call_id = _tool_id(message.get("tool_call_id"))
-            name = call_names.get(call_id) or str(message.get("name") or "tool")
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
-            if text:
-                block["content"] = text
+        elif turn.role == "tool":
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(turn.call_id)}
+            if turn.text:
+                block["content"] = turn.text
             # Kept aside so that _pair_tool_blocks can fall back to text when the id matches no call.
-            block["_name"] = name
+            block["_name"] = turn.tool_name
             messages = _append(messages, "user", [block])
         else:
-            messages = _append(messages, "user", [_text_block(text)] if text else [])
+            messages = _append(messages, "user", [_text_block(turn.text)] if turn.text else [])
     messages = _pair_tool_blocks([m for m in messages if m["content"]])
     if messages and messages[0]["role"] != "user":
         messages.insert(0, {"role": "user", "content": [_text_block("(The conversation so far follows.)")]})
@@ -272,7 +264,7 @@ def answer_text(prompt: Prompt, message: Any) -> str:
     if message.stop_reason == "max_tokens":
         # A cut-off tool call can still parse, with arguments silently missing.
         raise BackendError(f"Anthropic answer was cut off at max_tokens ({len(calls)} tool_use blocks)")
-    if prompt.task_type == "tool_use":
+    if prompt.task_type == TaskType.TOOL_USE:
         if not calls:
             raise BackendError(f"Anthropic answered without a tool call (stop_reason={message.stop_reason})")
         answers = [{"name": block.name, "arguments": _as_dict(block.input)} for block in calls]
@@ -313,16 +305,13 @@ def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
-    """An OpenAI call's arguments (a JSON string) as the object a tool_use input must be."""
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            return {"_raw": raw}  # keep what the agent sent visible to the model
-    if raw is None:
-        return {}
-    return raw if isinstance(raw, dict) else {"value": raw}
+def _arguments(arguments: Any) -> dict[str, Any]:
+    """A call's decoded arguments (``call_arguments``) as the object a tool_use input must be."""
+    if isinstance(arguments, dict):
+        return arguments
+    if isinstance(arguments, str):  # text that is not JSON: keep what the agent sent visible
+        return {"_raw": arguments} if arguments.strip() else {}
+    return {"value": arguments}
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
+
+from router.contracts import TaskType
+from router.uncertainty import Uncertainty, uncertainty_of
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Prompt:
     output_schema: dict[str, Any]
     feedback: str = ""
     max_tokens: int = 256
-    task_type: str = "tool_use"
+    task_type: str = TaskType.TOOL_USE
     tools: list[dict[str, Any]] = field(default_factory=list)
     parallel_tool_calls: bool = False
 
@@ -44,6 +48,11 @@ class Generation:
     # each over the alternatives the grammar allowed there.
     decision_logprobs: list[float] = field(default_factory=list)
     prompt_text: str = ""
+
+    @cached_property
+    def uncertainty(self) -> Uncertainty | None:
+        """How unsure the model was (None without log-probabilities); computed once per answer."""
+        return uncertainty_of(self.decision_logprobs)
 
 
 class BackendError(Exception):

@@ -15,7 +15,8 @@ from collections import deque
 from typing import Any, ClassVar
 
 from router.backends.base import Generation, Prompt
-from router.messages import content_text
+from router.contracts import TaskType
+from router.messages import approx_tokens, content_text
 
 
 def _text_of(message: dict[str, Any]) -> str:
@@ -66,8 +67,8 @@ class FakeBackend:
         prompt_text = prompt.system + json.dumps(prompt.conversation) + prompt.feedback
         return Generation(
             text=text,
-            tokens_in=max(1, len(prompt_text) // 4),
-            tokens_out=max(1, len(text) // 4),
+            tokens_in=max(1, approx_tokens(prompt_text)),
+            tokens_out=max(1, approx_tokens(text)),
             latency_ms=(time.perf_counter() - started) * 1000,
             decision_logprobs=[-0.01],
             prompt_text=prompt_text,
@@ -81,7 +82,7 @@ class FakeBackend:
         )
         last_words = _words(_text_of(last))
         schema = prompt.output_schema
-        if prompt.task_type == "tool_use":
+        if prompt.task_type == TaskType.TOOL_USE:
             if prompt.parallel_tool_calls:
                 return {
                     "calls": [
@@ -89,13 +90,13 @@ class FakeBackend:
                     ]
                 }
             return self._tool_call(schema, last_words, conversation_text)
-        if prompt.task_type == "adjudication":
+        if prompt.task_type == TaskType.ADJUDICATION:
             return {"verdict": "unsure", "reason": "the fake adjudicator has no opinion"}
-        if prompt.task_type == "classification":
+        if prompt.task_type == TaskType.CLASSIFICATION:
             labels = schema["properties"]["label"]["enum"]
             # max() keeps the first label on ties: deterministic.
             return {"label": max(labels, key=lambda label: len(_words(label.replace("_", " ")) & last_words))}
-        if prompt.task_type == "extraction" and schema.get("type") == "object":
+        if prompt.task_type == TaskType.EXTRACTION and schema.get("type") == "object":
             return {
                 key: _find_value(key, conversation_text, sub)
                 for key, sub in schema.get("properties", {}).items()

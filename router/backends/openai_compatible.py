@@ -13,12 +13,11 @@ import json
 import time
 from typing import Any
 
-# anthropic 2.x depends on httpx2 (the maintained httpx fork, same API), so it is always here.
 import httpx2
 
 from router.backends.base import BackendError, Generation, Prompt
-from router.backends.llama_cpp import decision_spans
-from router.messages import call_arguments, compact_json, content_text
+from router.backends.decision_tokens import server_token_logprobs
+from router.messages import approx_tokens, chat_turns
 
 
 class OpenAICompatibleBackend:
@@ -59,9 +58,9 @@ class OpenAICompatibleBackend:
         text, tokens_in, tokens_out, logprobs = _parse_response(response)
         return Generation(
             text=text,
-            # Without usage figures, a rough 4-characters-per-token guess keeps costs honest.
-            tokens_in=tokens_in if tokens_in is not None else max(1, len(prompt_text) // 4),
-            tokens_out=tokens_out if tokens_out is not None else max(1, len(text) // 4),
+            # Without usage figures, a rough guess keeps costs honest.
+            tokens_in=tokens_in if tokens_in is not None else max(1, approx_tokens(prompt_text)),
+            tokens_out=tokens_out if tokens_out is not None else max(1, approx_tokens(text)),
             latency_ms=latency_ms,
             decision_logprobs=logprobs,
             prompt_text=prompt_text,
@@ -89,7 +88,6 @@ def render_messages(prompt: Prompt) -> list[dict[str, str]]:
     """
     system_parts = [prompt.system] if prompt.system else []
     turns: list[dict[str, str]] = []
-    tool_names: dict[str, str] = {}
 
     def add(role: str, text: str) -> None:
         if not text:
@@ -99,27 +97,12 @@ def render_messages(prompt: Prompt) -> list[dict[str, str]]:
         else:
             turns.append({"role": role, "content": text})
 
-    for message in prompt.conversation:
-        role = message.get("role", "user")
-        text = content_text(message.get("content"))
-        if role in ("system", "developer"):
-            if text:
-                system_parts.append(text)
-        elif role == "assistant":
-            calls = []
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {}
-                name = str(function.get("name") or "")
-                tool_names[str(call.get("id") or "")] = name
-                calls.append(
-                    compact_json({"name": name, "arguments": call_arguments(function.get("arguments"))})
-                )
-            add("assistant", "\n".join(filter(None, [text, *calls])))
-        elif role == "tool":
-            name = tool_names.get(str(message.get("tool_call_id") or ""), str(message.get("name") or "tool"))
-            add("user", f"Tool result ({name}):\n{text}")
+    for turn in chat_turns(prompt.conversation):
+        if turn.role == "system":
+            if turn.text:
+                system_parts.append(turn.text)
         else:
-            add("user", text)
+            add(turn.text_role, turn.as_text())
     add("user", prompt.feedback)
     return [{"role": "system", "content": "\n\n".join(system_parts)}, *turns]
 
@@ -142,32 +125,8 @@ def _parse_response(response: httpx2.Response) -> tuple[str, int | None, int | N
         text,
         _int_or_none(usage.get("prompt_tokens")),
         _int_or_none(usage.get("completion_tokens")),
-        decision_logprobs(text, entries),
+        server_token_logprobs(text, entries),
     )
-
-
-def decision_logprobs(text: str, entries: list[Any]) -> list[float]:
-    """Log-probabilities of the tokens that carried a choice (the tool name and argument values).
-
-    Keys and punctuation are forced by the grammar and would only dilute the uncertainty
-    estimate, as in the llama.cpp backend. When the server's tokens do not spell out the text
-    (byte-level tokens of multi-byte characters, say), every token's figure is kept instead.
-    """
-    tokens = [
-        (str(entry.get("token", "")), float(entry["logprob"]))
-        for entry in entries
-        if isinstance(entry, dict) and isinstance(entry.get("logprob"), int | float)
-    ]
-    if "".join(token for token, _ in tokens) != text:
-        return [logprob for _, logprob in tokens]
-    spans = decision_spans(text)
-    chosen = []
-    offset = 0
-    for token, logprob in tokens:
-        start, offset = offset, offset + len(token)
-        if any(start < span_end and span_start < offset for span_start, span_end in spans):
-            chosen.append(logprob)
-    return chosen
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from router.backends.base import BackendError, ModelBackend
 from router.backends.fake import FakeBackend
-
-if TYPE_CHECKING:
-    from router.models import ModelSpec
+from router.contracts import Tier
+from router.model_files import ModelFileNotFound, resolve_model_path
+from router.models import ModelSpec
 
 _backends: dict[tuple[str, str, str], ModelBackend] = {}
 _lock = threading.Lock()
@@ -30,11 +28,13 @@ def get_backend(spec: ModelSpec) -> ModelBackend:
 
 
 def _load(spec: ModelSpec) -> ModelBackend:
-    if spec.backend == "fake" or (spec.tier == "slm" and settings.REVIEWQ_MODEL_BACKEND == "fake"):
+    # Each backend module is imported when a model needs it: llama.cpp loads a native library
+    # and numpy, the HTTP backends their SDKs, and a process uses only some of them.
+    fake_slm = spec.tier == Tier.SLM and settings.REVIEWQ_MODEL_BACKEND == "fake"
+    if spec.backend == ModelSpec.Backend.FAKE or fake_slm:
         return FakeBackend(spec.name, delay_ms=settings.FAKE_MODEL_DELAY_MS)
-    if spec.backend == "llama_cpp":
+    if spec.backend == ModelSpec.Backend.LLAMA_CPP:
         from router.backends.llama_cpp import LlamaCppBackend
-        from router.model_files import ModelFileNotFound, resolve_model_path
 
         try:
             path = resolve_model_path(spec.model_path)
@@ -47,26 +47,25 @@ def _load(spec: ModelSpec) -> ModelBackend:
             idle_threads=settings.MODEL_THREADS_WHEN_IDLE,
             n_gpu_layers=settings.MODEL_GPU_LAYERS,
         )
-    if spec.backend == "anthropic":
+    if spec.backend == ModelSpec.Backend.ANTHROPIC:
         from router.backends.anthropic import AnthropicBackend
 
-        api_key = os.getenv("ANTHROPIC_API_KEY", "")
-        if not api_key:
+        if not settings.ANTHROPIC_API_KEY:
             raise BackendError("ANTHROPIC_API_KEY is not set")
         return AnthropicBackend(
             model=spec.model_path,
-            api_key=api_key,
-            base_url=spec.base_url or os.getenv("ANTHROPIC_BASE_URL") or None,
+            api_key=settings.ANTHROPIC_API_KEY,
+            base_url=spec.base_url or settings.ANTHROPIC_BASE_URL or None,
             timeout_s=settings.LLM_TIMEOUT_S,
             max_retries=settings.LLM_MAX_RETRIES,
         )
-    if spec.backend == "openai_compatible":
+    if spec.backend == ModelSpec.Backend.OPENAI_COMPATIBLE:
         from router.backends.openai_compatible import OpenAICompatibleBackend
 
         return OpenAICompatibleBackend(
             base_url=spec.base_url,
             model=spec.model_path,
-            api_key=os.getenv("OPENAI_COMPATIBLE_API_KEY", ""),
+            api_key=settings.OPENAI_COMPATIBLE_API_KEY,
             timeout_s=settings.LLM_TIMEOUT_S,
         )
     raise BackendError(f"backend {spec.backend!r} of model {spec.name!r} is not available yet")

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from reviewq.models import AgentKey
-from reviewq.services import agent_key_create
+from reviewq.services.agent_keys import agent_key_create
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from reviewq.config_io import export_config
+from reviewq.config.import_export import export_config
 
 
 class Command(BaseCommand):

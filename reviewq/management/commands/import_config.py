@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from reviewq.config_io import import_config
+from reviewq.config.import_export import import_config
 from reviewq.errors import ApplicationError
 
 

@@ -13,8 +13,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from reviewq.demo import seed_policies, seed_retail_tools
-from reviewq.views import REVIEWERS_GROUP_NAME
+from reviewq.config.demo import seed_policies, seed_retail_tools
+from reviewq.permissions import REVIEWERS_GROUP_NAME
 from router.defaults import ensure_default_models
 
 

@@ -1,12 +1,11 @@
 """Serve the web tier as several uvicorn processes, each on its own SO_REUSEPORT socket.
 
-    .venv/bin/python -m reviewq.serve --workers 2 [--host 127.0.0.1] [--port 8000]
+    .venv/bin/python -m reviewq.runtime.serve --workers 2 [--host 127.0.0.1] [--port 8000]
 
 Why not ``uvicorn --workers N``: its processes share one listening socket, and the one that wakes
 first takes the connections that are waiting. With a few long-lived keep-alive connections (an
 agent fleet's HTTP pool, a load generator) one process can end up serving all of them while the
-others idle: on 2 cores, 2 of 10 intake runs of ``bench/gateway_overhead.py --shared-socket``
-did, at 218 and 256/s with the CPU 58-59 % busy, against 324-446/s when the connections spread.
+others idle (``bench/gateway_overhead.py --shared-socket`` shows it; the README has the figures).
 With one socket per process, bound with SO_REUSEPORT, the kernel spreads new connections across
 the processes by a hash of their addresses.
 
@@ -33,7 +32,7 @@ from typing import Any
 import uvicorn
 from uvicorn._subprocess import get_subprocess
 
-logger = logging.getLogger("reviewq.serve")
+logger = logging.getLogger("reviewq.runtime.serve")
 APPLICATION = "reviewq.asgi:application"
 QUICK_EXIT_SECONDS = 5.0  # a process that exits sooner than this after its start...
 RESTART_PAUSE_SECONDS = 2.0  # ...is started again only after this pause

@@ -8,20 +8,26 @@ Rules that no configuration can loosen:
 - payments, PII changes and destructive actions are released automatically only by a bounded
   policy: one that names the tool or the risk tag and carries an argument condition;
 - when no policy matches, the action is held (fail closed);
-- a plan of several calls gets the strictest decision of its calls.
+- a plan of several calls gets the strictest decision of its calls;
+- a reply, an extraction or a label changes nothing outside the conversation: released;
+- what the second model's verdict leads to is the policy's choice, and ``unsure`` always means
+  a human decides.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from reviewq.configuration import Configuration, current_configuration
+from reviewq.config.snapshot import Configuration, current_configuration
+from reviewq.errors import ApplicationError
 from reviewq.models import RiskPolicy, ToolSpec
 from router.conditions import evaluate_condition
-from router.pii import find_pii
+from router.contracts import Tier
+from router.pii import PIIFinding, find_pii
 
 RISKY_TAGS = frozenset({"payment", "pii", "destructive"})
 # Strictest last: the plan's decision is the max over its calls.
@@ -69,6 +75,10 @@ class CallContext:
     uncertainty: float | None = None
     tier: str = ""
     agent_description: str = ""
+    path: str = "$.arguments"  # where the arguments are in the action, for PII findings
+
+    def pii(self) -> list[PIIFinding]:
+        return find_pii(self.arguments, self.path)
 
 
 @dataclass
@@ -77,7 +87,12 @@ class PolicyDecision:
     reason: str
     policy: RiskPolicy | None = None
     risk_tags: list[str] = field(default_factory=list)
-    pii_kinds: list[str] = field(default_factory=list)
+    # Personal data in the action's arguments, found once per proposal (policies match on it).
+    pii: list[PIIFinding] = field(default_factory=list)
+
+    @property
+    def pii_kinds(self) -> list[str]:
+        return sorted({finding.kind for finding in self.pii})
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +101,10 @@ class PolicyDecision:
             "reason": self.reason,
             "risk_tags": self.risk_tags,
         }
+
+    def needs_llm_proposal(self, tier: str) -> bool:
+        """The matching policy accepts only LLM-tier proposals, and this one is from ``tier``."""
+        return self.policy is not None and self.policy.requires_llm and tier == Tier.SLM
 
 
 def description_tags(description: str) -> set[str]:
@@ -144,7 +163,8 @@ def decide_call(
     call: CallContext, *, policies: list[RiskPolicy], tools: dict[str, ToolSpec]
 ) -> PolicyDecision:
     """The decision for one tool call."""
-    pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
+    pii = call.pii()
+    pii_kinds = [finding.kind for finding in pii]
     tool = tools.get(call.name)
     # Ops tagged a registered tool having read its description: the agent's copy of that same
     # description reveals nothing new. Any other wording is read for risks ops did not tag.
@@ -155,7 +175,7 @@ def decide_call(
             RiskPolicy.Decision.HUMAN,
             f"{call.name!r} is not a tool ops have registered; it may have side effects",
             risk_tags=sorted(inferred),
-            pii_kinds=pii_kinds,
+            pii=pii,
         )
     tags = set(tool.risk_tags or []) | inferred
     added = inferred - set(tool.risk_tags or [])
@@ -173,13 +193,13 @@ def decide_call(
                 f"; held: {', '.join(sorted(tags & RISKY_TAGS))} actions are released automatically only by "
                 "a policy that names the tool or tag and carries a condition"
             )
-        return PolicyDecision(decision, reason, policy, sorted(tags), pii_kinds)
+        return PolicyDecision(decision, reason, policy, sorted(tags), pii)
     return PolicyDecision(
         RiskPolicy.Decision.HUMAN,
         f"no policy matched {call.name!r}; held by default",
         None,
         sorted(tags),
-        pii_kinds,
+        pii,
     )
 
 
@@ -196,8 +216,42 @@ def decide_action(calls: list[CallContext], *, configuration: Configuration | No
         return PolicyDecision(RiskPolicy.Decision.HUMAN, "the proposal holds no action")
     strictest = max(decisions, key=lambda d: _STRICTNESS[RiskPolicy.Decision(d.decision)])
     strictest.risk_tags = sorted({tag for d in decisions for tag in d.risk_tags})
-    strictest.pii_kinds = sorted({kind for d in decisions for kind in d.pii_kinds})
+    strictest.pii = [finding for d in decisions for finding in d.pii]
     return strictest
+
+
+def decide_answer(
+    action: dict[str, Any],
+    tools: list[dict[str, Any]],
+    *,
+    uncertainty: float | None = None,
+    tier: str = "",
+    configuration: Configuration | None = None,
+) -> PolicyDecision:
+    """The decision for a validated answer of any type.
+
+    Tool calls go through the risk policies; a reply, an extraction or a label changes nothing
+    outside the conversation and is released (its PII is still recorded for the trail).
+    """
+    if action["type"] == "tool_calls":
+        calls = calls_of(action, tools, uncertainty=uncertainty, tier=tier)
+        return decide_action(calls, configuration=configuration)
+    return PolicyDecision(
+        RiskPolicy.Decision.AUTO,
+        f"a {action['type']} answer has no side effects",
+        pii=find_pii(action.get("data", action.get("content")), "$"),
+    )
+
+
+def after_adjudication(policy: RiskPolicy, verdict: str) -> str:
+    """What the second model's ``verdict`` leads to under ``policy``: AUTO (release), BLOCK
+    (deny) or HUMAN. Only the outcomes the policy chose release or deny; ``unsure`` (and any
+    verdict the model could not give cleanly) always goes to a human."""
+    if verdict == "approve" and policy.on_adjudicator_approve == RiskPolicy.AdjudicatorApprove.RELEASE:
+        return RiskPolicy.Decision.AUTO
+    if verdict == "reject" and policy.on_adjudicator_reject == RiskPolicy.AdjudicatorReject.DENY:
+        return RiskPolicy.Decision.BLOCK
+    return RiskPolicy.Decision.HUMAN
 
 
 def calls_of(
@@ -212,17 +266,14 @@ def calls_of(
             uncertainty=uncertainty,
             tier=tier,
             agent_description=descriptions.get(call["name"], ""),
+            path=f"$.tool_calls[{index}].arguments",
         )
-        for call in action.get("tool_calls", [])
+        for index, call in enumerate(action.get("tool_calls", []))
     ]
 
 
-def preview_policies(text: str, *, uncertainty: float | None = None, tier: str = "slm") -> dict[str, Any]:
+def preview_policies(text: str, *, uncertainty: float | None = None, tier: str = Tier.SLM) -> dict[str, Any]:
     """For the admin preview: the decision on a pasted action, and each policy's verdict on each call."""
-    import json
-
-    from reviewq.errors import ApplicationError
-
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -244,7 +295,7 @@ def preview_policies(text: str, *, uncertainty: float | None = None, tier: str =
     for call in contexts:
         tool = tools.get(call.name)
         tags = set(tool.risk_tags or []) if tool else set()
-        pii_kinds = [finding.kind for finding in find_pii(call.arguments)]
+        pii_kinds = [finding.kind for finding in call.pii()]
         for policy in configuration.risk_policies:
             why = policy_matches(policy, call, tags, pii_kinds)
             rows.append(

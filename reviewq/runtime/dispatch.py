@@ -1,44 +1,49 @@
-"""Hands pipeline work to whoever runs it: Celery workers, or a thread pool in this process.
+"""Runs a task later, by name: on a Celery worker, or on a thread pool in this process.
 
-Called once the request's row is written (or reset), and deferred with ``on_commit``, which
-waits for the surrounding transaction if there is one: a task never runs before its row is
-visible, and a rolled-back request is never enqueued. If the process dies between commit and
-publish, the sweeper re-enqueues the request.
+``later("reviewq.tasks.run_pipeline", request_id)`` is deferred with ``on_commit``, which waits
+for the surrounding transaction if there is one: a task never runs before the rows it reads are
+visible, and work for a rolled-back change is never sent. If the process dies between commit
+and publish, the periodic passes (the sweeper, due webhooks) find the work in the database.
+
+Only reviewq/tasks.py names jobs; this module knows none of them, so whatever it runs may use it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
+from django.utils.module_loading import import_string
 
-from telemetry.logging import request_context
+from reviewq.celery import app
 
 logger = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
 
-def enqueue_pipeline(request_id: Any) -> None:
-    """Run the pipeline for ``request_id`` once the current transaction commits."""
-    request_id = str(request_id)
-    transaction.on_commit(lambda: _publish(request_id))
+def later(task_name: str, *args: Any) -> None:
+    """Run the task ``task_name`` (a dotted path in reviewq.tasks) with ``args`` once the current
+    transaction commits: Celery's ``send_task`` in the services mode, this process's pool in the
+    embedded one. Arguments must be plain JSON values (ids, not rows)."""
+    transaction.on_commit(lambda: publish(task_name, *args))
 
 
-def _publish(request_id: str) -> None:
+def publish(task_name: str, *args: Any) -> None:
+    """Hand the task over now. Never raises: the database is the queue, and the periodic passes
+    pick up work whose hand-over failed."""
     if settings.EMBEDDED_WORKER:
-        submit_embedded(_run_pipeline, request_id)
+        submit_embedded(import_string(task_name), *args)
         return
-    from reviewq.tasks import run_pipeline
-
     try:
-        run_pipeline.delay(request_id)
+        app.send_task(task_name, args=list(args))
     except Exception:
-        logger.exception("could not publish request %s; the sweeper will pick it up", request_id)
+        logger.exception("could not publish %s%r; a periodic pass will pick it up", task_name, args)
 
 
 def _embedded_executor() -> ThreadPoolExecutor:
@@ -51,7 +56,7 @@ def _embedded_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def submit_embedded(function: Any, *args: Any) -> None:
+def submit_embedded(function: Callable[..., Any], *args: Any) -> None:
     """Runs ``function(*args)`` on the embedded worker pool, between connection check-ups."""
 
     def run() -> None:
@@ -66,23 +71,13 @@ def submit_embedded(function: Any, *args: Any) -> None:
     _embedded_executor().submit(run)
 
 
-def _run_pipeline(request_id: str) -> None:
-    from reviewq.pipeline import run_pipeline
-
-    with request_context(request_id):
-        try:
-            run_pipeline(request_id)
-        except Exception:  # the sweeper re-enqueues the request once its lease has passed
-            logger.exception("pipeline failed for request %s", request_id)
-
-
 def tidy_connections() -> None:
     """Around each piece of embedded work, as Django does around each web request: connections go
     back to their pool (or are closed), and broken ones are dropped.
 
     Except a healthy SQLite connection, which the pool's thread keeps: the threads live as long
-    as the process, and opening one (a file, its pragmas and functions) was about 1 ms of each
-    routine request.
+    as the process, and opening one (a file, its pragmas and functions) costs a noticeable part
+    of a routine request.
     """
     for connection in connections.all(initialized_only=True):
         if (

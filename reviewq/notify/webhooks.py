@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from reviewq.models import Request, WebhookDelivery
+from reviewq.runtime.dispatch import later
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -59,7 +60,7 @@ def enqueue(*, kind: str, request: Request | None, event: str, url: str, payload
             )
     except IntegrityError:
         return  # this decision was already reported: one delivery id per decision
-    transaction.on_commit(lambda: _send_soon(delivery.id))
+    later("reviewq.tasks.deliver_webhook", delivery.id)
 
 
 def request_finished(request_id: Any, *, callback_url: str | None = None) -> None:
@@ -79,20 +80,6 @@ def request_finished(request_id: Any, *, callback_url: str | None = None) -> Non
         url=request.callback_url,
         payload={"event": f"request.{request.status}", "request": request_payload(request)},
     )
-
-
-def _send_soon(delivery_id: int) -> None:
-    if settings.EMBEDDED_WORKER:
-        from reviewq.dispatch import submit_embedded
-
-        submit_embedded(deliver, delivery_id)
-    else:
-        from reviewq.tasks import deliver_webhook
-
-        try:
-            deliver_webhook.delay(delivery_id)
-        except Exception:  # the periodic pass retries from the database
-            logger.exception("could not publish webhook %s", delivery_id)
 
 
 def deliver_due() -> int:

@@ -1,6 +1,6 @@
 """The embedded mode's stand-in for Celery beat: a daemon thread in the web process.
 
-It runs the same services beat runs in the services mode (the sweeper and expiry), and loads
+It runs the same jobs beat runs in the services mode (the sweeper and expiry), and loads
 the local models once at start so the first request does not pay for it.
 """
 
@@ -11,6 +11,12 @@ import threading
 import time
 
 from django.db import close_old_connections
+
+from reviewq.notify import webhooks
+from reviewq.services import recovery
+from router.backends.registry import get_backend
+from router.contracts import TaskType, Tier
+from router.models import ModelSpec
 
 logger = logging.getLogger(__name__)
 _started = threading.Event()
@@ -26,11 +32,8 @@ def start_scheduler() -> None:
 
 
 def _warm_models() -> None:
-    from router.backends.registry import get_backend
-    from router.models import ModelSpec
-
-    for spec in ModelSpec.objects.filter(enabled=True, tier="slm"):
-        if "tool_use" not in (spec.strengths or []):
+    for spec in ModelSpec.objects.filter(enabled=True, tier=Tier.SLM):
+        if TaskType.TOOL_USE not in (spec.strengths or []):
             continue
         started = time.perf_counter()
         get_backend(spec)
@@ -38,8 +41,6 @@ def _warm_models() -> None:
 
 
 def _loop() -> None:
-    from reviewq import services, webhooks
-
     try:
         _warm_models()
     except Exception:
@@ -50,9 +51,9 @@ def _loop() -> None:
             now = time.monotonic()
             if now - last_sweep >= SWEEP_EVERY_SECONDS:
                 # The first pass also recovers requests a previous run left half done.
-                services.sweep_stuck_requests()
+                recovery.sweep_stuck_requests()
                 last_sweep = now
-            services.expire_review_items()
+            recovery.expire_review_items()
             webhooks.deliver_due()
         except Exception:
             logger.exception("scheduled maintenance failed")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reviewq.models import RiskPolicy, ToolSpec
 
-RETAIL_TOOLS_PATH = Path(__file__).parent / "data" / "retail_tools.json"
+RETAIL_TOOLS_PATH = Path(__file__).parent.parent / "data" / "retail_tools.json"
 
 # Which retail tools move money, change personal data, destroy state or reach a person.
 RETAIL_RISK_TAGS: dict[str, list[str]] = {

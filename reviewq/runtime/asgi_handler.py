@@ -4,8 +4,9 @@ Django runs a request's synchronous parts (the ``request_started`` and ``request
 signals that open and close database connections, and every ``sync_to_async`` call of an async
 view) on one thread per request, so that they share that thread's connections. Its handler
 starts a new thread for every request and ends it afterwards, building a new database wrapper
-in each: under intake load, 14 % of the web process's samples went to that thread and its hops
-(``bench/gateway_overhead.py --modes "" --workers 1 --profile`` before this handler).
+in each: under intake load a good share of the web process's samples went to that thread and its
+hops (``bench/gateway_overhead.py --modes "" --workers 1 --profile`` shows it; the README has the
+figures).
 
 This handler keeps the rule (one thread per request while it runs) but borrows the thread from a
 pool of idle ones, as a WSGI server's thread pool does. Django's ``request_finished`` closes or

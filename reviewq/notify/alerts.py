@@ -8,8 +8,8 @@ from django.contrib.auth.models import User
 from django.db.models import Q
 from django.utils import timezone
 
-from reviewq import webhooks
 from reviewq.models import ReviewerPresence, ReviewItem, WebhookDelivery
+from reviewq.notify import webhooks
 
 # A presence row older than this is a socket that vanished without a goodbye (server killed).
 PRESENCE_MAX_AGE = timedelta(hours=12)

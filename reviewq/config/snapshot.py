@@ -43,6 +43,10 @@ class Configuration:
     def tools_named(self, names: Iterable[str]) -> dict[str, ToolSpec]:
         return {name: self.tools[name] for name in names if name in self.tools}
 
+    def tool_rules(self, names: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+        """The business rules ops set on each of the named tools that they registered."""
+        return {name: list(tool.rules or []) for name, tool in self.tools_named(names).items()}
+
     def escalation_for(self, task_type: str) -> EscalationPolicy:
         """The task type's escalation policy, or the defaults when ops have not set one."""
         return self.escalation_policies.get(task_type) or EscalationPolicy(task_type=task_type)
@@ -102,7 +106,7 @@ def _migrated(using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
 def connect_signals() -> None:
     """Changes that bypass ConfigModel's writes: deleting a reviewer group clears it from the
     policies in SQL, and a migration (or a flush) may rewrite configuration rows."""
-    post_delete.connect(_changed, sender=Group, dispatch_uid="reviewq.configuration.group")
+    post_delete.connect(_changed, sender=Group, dispatch_uid="reviewq.config.snapshot.group")
     post_migrate.connect(
-        _migrated, sender=apps.get_app_config("router"), dispatch_uid="reviewq.configuration.migrate"
+        _migrated, sender=apps.get_app_config("router"), dispatch_uid="reviewq.config.snapshot.migrate"
     )

@@ -10,7 +10,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from telemetry.logging import request_context
+from reviewq.runtime.request_logging import request_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's id is copied into every log line: accept only short, plain tokens, so a header

@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from reviewq.redis_connection import shared_redis
+from reviewq.runtime.redis_connection import shared_redis
 
 logger = logging.getLogger(__name__)
 

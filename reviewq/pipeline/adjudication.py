@@ -15,6 +15,9 @@ from typing import Any
 from reviewq.models import Request
 from router.backends.base import BackendError, Prompt
 from router.backends.registry import get_backend
+from router.contracts import TaskType, Tier
+from router.messages import chat_turns, compact_json
+from router.prompts import estimate_tokens
 from router.routing import NoModelAvailable, choose_model
 from router.validators import parse_json_answer, schema_issues
 from telemetry.models import ModelCall
@@ -61,15 +64,13 @@ class Verdict:
 
 
 def _transcript(messages: list[dict[str, Any]]) -> str:
+    """The conversation on one line, its end kept when it is long (the verdict is about the end)."""
     lines = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            content = f"{content or ''} [calls {function.get('name')} {function.get('arguments')}]"
-        lines.append(f"{message.get('role')}: {content or ''}".strip())
+    for turn in chat_turns(messages):
+        text = turn.text
+        for call in turn.calls:
+            text = f"{text} [calls {call.name} {compact_json(call.arguments)}]"
+        lines.append(f"{turn.role}: {text}".strip())
     return " | ".join(lines)[-3000:]
 
 
@@ -87,15 +88,17 @@ def adjudication_prompt(request: Request, action: dict[str, Any], policy_reason:
         conversation=[],
         output_schema=VERDICT_SCHEMA,
         max_tokens=64,
-        task_type="adjudication",
+        task_type=TaskType.ADJUDICATION,
     )
 
 
-def adjudicate(request: Request, action: dict[str, Any], *, policy_reason: str, tier: str = "slm") -> Verdict:
+def adjudicate(
+    request: Request, action: dict[str, Any], *, policy_reason: str, tier: str = Tier.SLM
+) -> Verdict:
     """The adjudicator's verdict on ``action``; ``unsure`` whenever it cannot give a clean one."""
     prompt = adjudication_prompt(request, action, policy_reason)
     try:
-        route = choose_model("adjudication", prompt_tokens=len(prompt.system) // 3, tier=tier)
+        route = choose_model(TaskType.ADJUDICATION, prompt_tokens=estimate_tokens(prompt), tier=tier)
     except NoModelAvailable as exc:
         return Verdict("unsure", f"no adjudicator: {exc}")
     spec = route.model

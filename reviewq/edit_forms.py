@@ -3,7 +3,7 @@
 Each argument becomes an input that fits its schema (a select for an enum, a number input for
 numbers, a checkbox for booleans, JSON text for arrays and objects). Parsing restores the schema's
 types, so ``"5"`` typed into an integer field is released as ``5``. The result then goes through
-the same validator chain as a model's proposal (services.review_edit).
+the same validator chain as a model's proposal (reviewq.services.decisions.review_edit).
 """
 
 from __future__ import annotations

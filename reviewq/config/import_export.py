@@ -11,11 +11,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Model
 
 from reviewq.errors import ApplicationError
 from reviewq.models import RiskPolicy, ToolSpec
-from router.conditions import check_condition
 from router.models import EscalationPolicy, ModelSpec
 
 FORMAT_VERSION = 1
@@ -91,46 +92,54 @@ def export_config() -> dict[str, Any]:
     }
 
 
-def _check(config: dict[str, Any]) -> None:
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ApplicationError("invalid_config", f"format_version must be {FORMAT_VERSION}")
-    decisions = {choice.value for choice in RiskPolicy.Decision}
-    for index, policy in enumerate(config.get("policies", [])):
-        if policy.get("decision") not in decisions:
-            raise ApplicationError(
-                "invalid_config", f"policies[{index}]: decision must be one of {sorted(decisions)}"
-            )
-        problem = check_condition(policy["condition"]) if policy.get("condition") else None
-        if problem:
-            raise ApplicationError("invalid_config", f"policies[{index}] ({policy.get('name')}): {problem}")
-    for index, tool in enumerate(config.get("tools", [])):
-        for rule in tool.get("rules") or []:
-            problem = check_condition(rule.get("condition", ""))
-            if problem:
-                raise ApplicationError("invalid_config", f"tools[{index}] ({tool.get('name')}): {problem}")
-
-
 @transaction.atomic
 def import_config(config: dict[str, Any]) -> dict[str, int]:
-    """Applies ``config``; returns how many entries of each kind were created or updated."""
-    _check(config)
+    """Applies ``config``; returns how many entries of each kind were created or updated.
+
+    Each entry is checked by its model's own validation (``full_clean``: choices, and the
+    condition language for rules and policy conditions, as in the admin) before it is saved; the
+    first invalid one refuses the whole file.
+    """
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ApplicationError("invalid_config", f"format_version must be {FORMAT_VERSION}")
     counts = {"tools": 0, "policies": 0, "escalation": 0, "models": 0}
-    for tool in config.get("tools", []):
-        fields = {f: tool[f] for f in TOOL_FIELDS if f in tool and f != "name"}
-        ToolSpec.objects.update_or_create(name=tool["name"], defaults=fields)
+    for index, tool in enumerate(config.get("tools", [])):
+        _upsert(ToolSpec, "name", tool, TOOL_FIELDS, f"tools[{index}]")
         counts["tools"] += 1
-    for policy in config.get("policies", []):
-        fields = {f: policy[f] for f in POLICY_FIELDS if f in policy and f != "name"}
+    for index, policy in enumerate(config.get("policies", [])):
         group = policy.get("reviewer_group")
-        fields["reviewer_group"] = Group.objects.get_or_create(name=group)[0] if group else None
-        RiskPolicy.objects.update_or_create(name=policy["name"], defaults=fields)
+        extra = {"reviewer_group": Group.objects.get_or_create(name=group)[0] if group else None}
+        _upsert(RiskPolicy, "name", policy, POLICY_FIELDS, f"policies[{index}]", extra)
         counts["policies"] += 1
-    for escalation in config.get("escalation", []):
-        fields = {f: escalation[f] for f in ESCALATION_FIELDS if f in escalation and f != "task_type"}
-        EscalationPolicy.objects.update_or_create(task_type=escalation["task_type"], defaults=fields)
+    for index, escalation in enumerate(config.get("escalation", [])):
+        _upsert(EscalationPolicy, "task_type", escalation, ESCALATION_FIELDS, f"escalation[{index}]")
         counts["escalation"] += 1
-    for model in config.get("models", []):
-        fields = {f: model[f] for f in MODEL_FIELDS if f in model and f != "name"}
-        ModelSpec.objects.update_or_create(name=model["name"], defaults=fields)
+    for index, model in enumerate(config.get("models", [])):
+        _upsert(ModelSpec, "name", model, MODEL_FIELDS, f"models[{index}]")
         counts["models"] += 1
     return counts
+
+
+def _upsert(
+    model: type[Model],
+    key: str,
+    entry: dict[str, Any],
+    fields: list[str],
+    where: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Creates or updates the row whose ``key`` field is ``entry[key]``, once it validates."""
+    if not isinstance(entry, dict) or not isinstance(entry.get(key), str):
+        raise ApplicationError("invalid_config", f"{where}: needs a {key!r}")
+    instance = model._default_manager.filter(**{key: entry[key]}).first() or model(**{key: entry[key]})
+    for field in fields:
+        if field in entry and field != key:
+            setattr(instance, field, entry[field])
+    for field, value in (extra or {}).items():
+        setattr(instance, field, value)
+    try:
+        instance.full_clean()
+    except ValidationError as exc:
+        problems = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in exc.message_dict.items())
+        raise ApplicationError("invalid_config", f"{where} ({entry[key]}): {problems}") from None
+    instance.save()

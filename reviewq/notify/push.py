@@ -1,7 +1,8 @@
 """Pushes to reviewers' browsers over the channel layer. A hint only: the database is the truth.
 
-Pushes carry rendered HTML fragments that htmx swaps in out of band. The WebSocket is
-at-most-once, so every (re)connect also gets a full snapshot (see consumers.py).
+Pushes carry rendered HTML fragments that htmx swaps in out of band, with what a consumer needs
+to send each reviewer only the rows of their filtered queue. The WebSocket is at-most-once, so
+every (re)connect also gets a full snapshot of that queue (see consumers.py).
 
 In the embedded mode the channel layer lives in the web server's event loop, while the
 pipeline runs in a worker thread; a push from such a thread is handed to that loop.
@@ -16,6 +17,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
+
+from reviewq.models import ReviewItem
 
 REVIEWERS_GROUP = "reviewers"
 logger = logging.getLogger(__name__)
@@ -46,22 +49,28 @@ def _group_send(group: str, message: dict[str, Any]) -> None:
     async_to_sync(layer.group_send)(group, message)
 
 
-def push_html(html: str) -> None:
-    """Send an HTML fragment to every connected reviewer. Never raises: pushes are hints."""
+def _push(message: dict[str, Any]) -> None:
+    """Send ``message`` to every connected reviewer's consumer. Never raises: pushes are hints."""
     try:
-        _group_send(REVIEWERS_GROUP, {"type": "queue.html", "html": html})
+        _group_send(REVIEWERS_GROUP, message)
     except Exception:
         logger.exception("push to reviewers failed")
 
 
-def push_item_added(item: Any) -> None:
-    push_html(render_to_string("review/_item_added.html", {"item": item}))
+def push_item_upserted(item: ReviewItem) -> None:
+    """A new held item, or a change to one (a claim, a first approval of a four-eyes item): its
+    row, added or replaced in place. Each consumer sends it only to a reviewer whose queue
+    filter the item matches (``QueueConsumer.queue_item``)."""
+    _push(
+        {
+            "type": "queue.item",
+            "html": render_to_string("review/_item_upserted.html", {"item": item}),
+            "risk_tags": list(item.risk_tags or []),
+            "group": item.reviewer_group.name if item.reviewer_group_id and item.reviewer_group else "",
+        }
+    )
 
 
-def push_item_removed(item: Any) -> None:
-    push_html(render_to_string("review/_item_removed.html", {"item": item}))
-
-
-def push_item_changed(item: Any) -> None:
-    """A claim, an approval of a four-eyes item: replace the row in place."""
-    push_html(render_to_string("review/_item_changed.html", {"item": item}))
+def push_item_removed(item: ReviewItem) -> None:
+    """A decided or expired item: its row leaves every queue."""
+    _push({"type": "queue.item", "html": render_to_string("review/_item_removed.html", {"item": item})})

@@ -1,0 +1,1 @@
+"""Ops' configuration: the in-memory snapshot, JSON import and export, and the demo seed."""

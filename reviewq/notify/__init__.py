@@ -1,0 +1,1 @@
+"""What leaves the process when a request moves: final-state announcements, webhooks, pages, pushes."""

@@ -1,0 +1,212 @@
+"""Reviewers' decisions on held items: claim, approve (four-eyes), edit, deny.
+
+Each runs in one transaction with the item locked, checks that this reviewer may decide
+(``ReviewItem.check_may_decide``), and records an audit entry; a final decision also moves the
+request (``finish_request``) and keeps the golden trace the next model learns from.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from reviewq import audit
+from reviewq.config.snapshot import current_configuration
+from reviewq.errors import ApplicationError
+from reviewq.models import Approval, DecisionBy, GoldenTrace, RequestStatus, ReviewItem
+from reviewq.notify import push
+from reviewq.notify.finish import finish_request
+from router.answers import tool_calls_action
+from router.validators import validate_tool_call
+
+
+def _locked_item(item_id: int) -> ReviewItem:
+    try:
+        return ReviewItem.objects.select_for_update().select_related("request__agent_key").get(id=item_id)
+    except ReviewItem.DoesNotExist:
+        raise ApplicationError("not_found", f"review item {item_id} does not exist", status=404) from None
+
+
+def review_claim(*, item_id: int, reviewer: User) -> ReviewItem:
+    """Marks the item as being worked on by ``reviewer`` for a while, so others leave it alone."""
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        item.check_may_decide(reviewer, now)
+        ReviewItem.objects.filter(id=item.id).update(
+            claimed_by=reviewer, claim_expires_at=now + timedelta(seconds=settings.REVIEW_CLAIM_SECONDS)
+        )
+        audit.record(kind="claim", actor=reviewer.get_username(), request_id=item.request_id, item_id=item.id)
+        item.refresh_from_db()
+        transaction.on_commit(lambda: push.push_item_upserted(item))
+    return item
+
+
+def review_approve(*, item_id: int, reviewer: User) -> ReviewItem:
+    """Approves the action under review; it is released once enough reviewers approved it.
+
+    With a four-eyes policy the first approval is recorded and the item stays pending until a
+    second, different reviewer approves the same action.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        item.check_may_decide(reviewer, now)
+        if item.action_under_review is None:
+            raise ApplicationError(
+                "no_proposal", "there is no valid proposal to approve; edit or deny it", status=409
+            )
+        if item.approvals.filter(reviewer=reviewer).exists():
+            raise ApplicationError(
+                "already_approved", "you already approved this; another reviewer must approve too", status=409
+            )
+        Approval.objects.create(item=item, reviewer=reviewer, action=item.action_under_review)
+        audit.record(
+            kind="approve",
+            actor=reviewer.get_username(),
+            request_id=item.request_id,
+            item_id=item.id,
+            action=item.action_under_review,
+        )
+        return _finish_if_approved(item, now)
+
+
+def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]]) -> ReviewItem:
+    """Replaces the action under review with the reviewer's version, once it passes the validators.
+
+    The editor's own approval counts for the edited action; earlier approvals were for another
+    action and no longer count.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        item.check_may_decide(reviewer, now)
+        if not tool_calls:
+            raise ApplicationError("invalid_edit", "an edited action needs at least one tool call")
+        # Schema and business rules, not grounding: a reviewer's value is evidence in itself.
+        rules = current_configuration().tool_rules(tool["function"]["name"] for tool in item.request.tools)
+        for index, call in enumerate(tool_calls):
+            issues = validate_tool_call(call, item.request.tools, rules=rules)
+            if issues:
+                raise ApplicationError(
+                    "invalid_edit",
+                    f"tool call {index}: " + "; ".join(str(issue) for issue in issues),
+                    extra={"errors": [issue.as_dict() for issue in issues]},
+                )
+        action = tool_calls_action(tool_calls)
+        if item.action_under_review:
+            action["id"] = item.action_under_review["id"]  # the agent's idempotency key stays stable
+        ReviewItem.objects.filter(id=item.id).update(action_under_review=action)
+        item.action_under_review = action
+        item.approvals.all().delete()
+        Approval.objects.create(item=item, reviewer=reviewer, action=action)
+        audit.record(
+            kind="edit",
+            actor=reviewer.get_username(),
+            request_id=item.request_id,
+            item_id=item.id,
+            action=action,
+        )
+        return _finish_if_approved(item, now)
+
+
+def review_deny(*, item_id: int, reviewer: User, reason: str) -> ReviewItem:
+    """Denies the action. A reason is required: it is what the next model learns from."""
+    if not reason.strip():
+        raise ApplicationError("reason_required", "a denial needs a reason")
+    now = timezone.now()
+    with transaction.atomic():
+        item = _locked_item(item_id)
+        item.check_may_decide(reviewer, now)
+        return _finish(item, reviewer, now, decision=GoldenTrace.Decision.DENY, reason=reason.strip())
+
+
+def _finish_if_approved(item: ReviewItem, now: Any) -> ReviewItem:
+    approvals = list(item.approvals.select_related("reviewer"))
+    if len(approvals) < item.required_approvals:
+        item.refresh_from_db()
+        transaction.on_commit(lambda: push.push_item_upserted(item))
+        return item
+    edited = item.action_under_review != item.request.proposal
+    return _finish(
+        item,
+        approvals[-1].reviewer,
+        now,
+        decision=GoldenTrace.Decision.EDIT if edited else GoldenTrace.Decision.APPROVE,
+        approvers=[a.reviewer.get_username() for a in approvals],
+    )
+
+
+def _finish(
+    item: ReviewItem,
+    reviewer: User,
+    now: Any,
+    *,
+    decision: str,
+    reason: str = "",
+    approvers: list[str] | None = None,
+) -> ReviewItem:
+    """Releases or denies the request, with its golden trace and audit entry, in one transaction."""
+    request = item.request
+    released = decision != GoldenTrace.Decision.DENY
+    final_action = item.action_under_review if released else None
+    item_status = {
+        GoldenTrace.Decision.APPROVE: ReviewItem.Status.APPROVED,
+        GoldenTrace.Decision.EDIT: ReviewItem.Status.EDITED,
+        GoldenTrace.Decision.DENY: ReviewItem.Status.DENIED,
+    }[GoldenTrace.Decision(decision)]
+    ReviewItem.objects.filter(id=item.id, status=ReviewItem.Status.PENDING).update(
+        status=item_status, decided_by=reviewer, decided_at=now, decision_reason=reason
+    )
+    trail = {
+        "by": DecisionBy.REVIEWER,
+        "reviewer": reviewer.get_username(),
+        "approvers": approvers or [],
+        "decision": decision,
+        "reason": reason,
+        "policy": (request.decision or {}).get("policy"),
+        "hold_reason": item.hold_reason,
+        "adjudication": item.adjudication,
+        # What the pipeline knew stays in the trail: which model proposed, and why it climbed.
+        "model": (request.decision or {}).get("model"),
+        "tier": (request.decision or {}).get("tier"),
+        "escalation_trigger": (request.decision or {}).get("escalation_trigger"),
+    }
+    moved = finish_request(
+        request.id,
+        from_statuses=[RequestStatus.AWAITING_REVIEW],
+        to_status=RequestStatus.RELEASED if released else RequestStatus.DENIED,
+        action=final_action,
+        decision=trail,
+    )
+    if not moved:
+        # The row lock makes this unreachable unless the request was changed by hand.
+        raise ApplicationError("conflict", "the request is no longer awaiting review", status=409)
+    GoldenTrace.objects.create(
+        request=request,
+        review_item=item,
+        context={"messages": request.messages, "tools": request.tools},
+        proposal=request.proposal,
+        final_action=final_action,
+        decision=decision,
+        reason=reason,
+        reviewer=reviewer,
+        time_to_decision_ms=int((now - item.created_at).total_seconds() * 1000),
+    )
+    audit.record(
+        kind=f"decision.{decision}",
+        actor=reviewer.get_username(),
+        request_id=request.id,
+        item_id=item.id,
+        action=final_action,
+        reason=reason,
+        approvers=approvers or [],
+    )
+    item.refresh_from_db()
+    transaction.on_commit(lambda: push.push_item_removed(item))
+    return item
