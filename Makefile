@@ -37,7 +37,7 @@ run: install
 	@echo "  Review queue: http://$(HOST):$(PORT)/review/  (log in as 'reviewer'; passwords are printed above on first run)"
 	@echo "  Admin:        http://$(HOST):$(PORT)/admin/   (log in as 'admin')"
 	@echo "  API docs:     http://$(HOST):$(PORT)/api/v1/docs"
-	@echo "  Agent key:    $(PY) manage.py create_agent_key my-agent"
+	@echo "  Agent key:    $(PY) manage.py create_agent_key my-agent --owner admin"
 	@echo ""
 	DEBUG=$${DEBUG:-True} $(VENV)/bin/uvicorn reviewq.asgi:application --host $(HOST) --port $(PORT)
 

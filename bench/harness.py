@@ -333,7 +333,7 @@ class Stack:
         """migrate + seed_demo + a fresh agent key; returns the raw key."""
         self.manage("migrate", "--noinput", "-v0")
         self.manage("seed_demo")
-        return self.manage("create_agent_key", "bench-agent").strip().splitlines()[-1]
+        return self.manage("create_agent_key", "bench-agent", "--no-owner").strip().splitlines()[-1]
 
     def shell(self, code: str) -> str:
         return self.manage("shell", "-c", code)

@@ -23,13 +23,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from reviewq.notify.finality import ensure_listener  # noqa: E402
 from reviewq.routing import websocket_urlpatterns  # noqa: E402
 from reviewq.runtime.embedded import start_scheduler  # noqa: E402
+from reviewq.runtime.origins import SameOriginValidator  # noqa: E402
 
 protocol_router = ProtocolTypeRouter(
     {
@@ -37,7 +37,7 @@ protocol_router = ProtocolTypeRouter(
         # Django's middleware: a sync-only static middleware would put every API call through a
         # thread hop. Everything not under STATIC_URL goes straight to Django.
         "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

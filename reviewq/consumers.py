@@ -20,6 +20,7 @@ from reviewq.models import ReviewerPresence
 from reviewq.notify import push
 from reviewq.permissions import is_reviewer
 from reviewq.selectors import QueueFilter
+from reviewq.untrusted import UntrustedInputError
 
 
 def _render_snapshot(queue_filter: QueueFilter) -> str:
@@ -36,7 +37,11 @@ class QueueConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         query = self.scope.get("query_string", b"").decode("utf-8", errors="replace")
-        self.queue_filter = QueueFilter.from_query(dict(parse_qsl(query)))
+        try:
+            self.queue_filter = QueueFilter.from_query(dict(parse_qsl(query)))
+        except UntrustedInputError:
+            await self.close(code=4400)
+            return
         push.remember_server_loop()
         await self.channel_layer.group_add(push.REVIEWERS_GROUP, self.channel_name)
         await self.accept()

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.http import QueryDict
 
+from reviewq import untrusted
 from reviewq.errors import ApplicationError
 from router.schemas import tool_function, tool_parameters
 
@@ -37,8 +38,10 @@ class CallForm:
     fields: list[ArgumentField]
 
 
-def _kind(schema: dict[str, Any]) -> str:
-    if "enum" in schema:
+def _kind(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return "json"  # a boolean schema (true: anything) gets the JSON editor
+    if "enum" in schema and isinstance(schema["enum"], list):
         return "select"
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -76,7 +79,7 @@ def call_forms(calls: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list
                     kind=kind,
                     value=_display(value, kind),
                     required=name in required,
-                    description=schema.get("description", ""),
+                    description=str(schema.get("description", "")) if isinstance(schema, dict) else "",
                     choices=[str(choice) for choice in schema["enum"]] if kind == "select" else None,
                     checked=bool(value) if kind == "boolean" else False,
                 )
@@ -94,11 +97,13 @@ def _typed(raw: str, schema: dict[str, Any], where: str) -> Any:
             number = float(raw)
             return int(number) if number.is_integer() and "." not in raw else number
         if kind == "json":
-            return json.loads(raw)
+            return untrusted.loads(raw, where)
         if kind == "select":
             # Keep the enum member's own type (an enum of numbers stays numbers).
             return next((choice for choice in schema["enum"] if str(choice) == raw), raw)
-    except (ValueError, json.JSONDecodeError):
+    except untrusted.UntrustedInputError as exc:
+        raise ApplicationError("invalid_edit", exc.message) from None
+    except ValueError:
         expected = {"integer": "a whole number", "number": "a number", "json": "valid JSON"}[kind]
         raise ApplicationError("invalid_edit", f"{where} must be {expected}, not {raw!r}") from None
     return raw
@@ -129,11 +134,9 @@ def parse_call_forms(data: QueryDict, calls: list[dict[str, Any]], tools: list[d
 def parse_raw_calls(raw: str) -> list[dict[str, Any]]:
     """Calls from the raw JSON editor: a list of ``{"name", "arguments"}`` (or one such object)."""
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApplicationError(
-            "invalid_edit", f"the JSON is not valid: {exc.msg} (line {exc.lineno})"
-        ) from None
+        value = untrusted.loads(raw, "the JSON")
+    except untrusted.UntrustedInputError as exc:
+        raise ApplicationError("invalid_edit", exc.message) from None
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(call, dict) and "name" in call for call in value):

@@ -7,6 +7,8 @@ never move it twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -62,6 +64,10 @@ class RequestStatus(models.TextChoices):
     EXPIRED = "expired"
     FAILED = "failed"
 
+
+# Risk tags whose actions are never released without a human unless ops wrote a bounded policy,
+# and whose approval in the browser is a deliberate, confirmed act.
+RISKY_TAGS = frozenset({"payment", "pii", "destructive"})
 
 FINAL_STATUSES = frozenset(
     {RequestStatus.RELEASED, RequestStatus.DENIED, RequestStatus.EXPIRED, RequestStatus.FAILED}
@@ -297,6 +303,35 @@ class ReviewItem(models.Model):
 
     def __str__(self) -> str:
         return f"Review of {self.request_id} ({self.status})"
+
+    @property
+    def needs_confirmed_approval(self) -> bool:
+        """A payment, a personal-data change or a destructive action: approving it in the browser
+        takes a confirm step that names the action."""
+        return bool(RISKY_TAGS.intersection(self.risk_tags or []))
+
+    @property
+    def action_digest(self) -> str:
+        """A short digest of the action under review: an approval names the action it was for."""
+        canonical = json.dumps(self.action_under_review, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def action_summary(self) -> str:
+        """The action under review on one line: each call with its arguments."""
+        action = self.action_under_review or {}
+        calls = action.get("tool_calls") or []
+        if not calls:
+            return action.get("type", "no valid proposal") if action else "no valid proposal"
+        return "; ".join(
+            f"{call['name']}("
+            + ", ".join(
+                f"{key}={json.dumps(value, ensure_ascii=False)}"
+                for key, value in (call.get("arguments") or {}).items()
+            )
+            + ")"
+            for call in calls
+        )
 
     def check_may_decide(self, reviewer: Any, now: datetime) -> None:
         """Raises ApplicationError unless ``reviewer`` may decide this item at ``now``: separation of

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from django.conf import settings
 from ninja import Schema
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, UrlConstraints, field_validator, model_validator
 
 from router.contracts import REQUEST_TASK_TYPES, TaskType
 
@@ -88,7 +88,7 @@ class RequestIn(Schema):
     format: Literal["json", "yaml"] = Field(default="json", description="extraction: also return YAML text")
     parallel_tool_calls: bool = Field(default=False, description="tool_use: allow a plan of several calls")
     wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer, else 202.")
-    callback_url: HttpUrl | None = None
+    callback_url: Annotated[HttpUrl, UrlConstraints(max_length=500)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("wait_ms")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from django.db.models import QuerySet
 
+from reviewq import untrusted
 from reviewq.errors import ApplicationError
 from reviewq.models import FINAL_STATUSES, AgentKey, Request, ReviewItem
 from reviewq.notify import finality
@@ -67,7 +68,11 @@ class QueueFilter:
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> QueueFilter:
-        return cls(tag=str(query.get("tag", "")).strip(), group=str(query.get("group", "")).strip())
+        """The filter a page's or socket's query asks for (raises UntrustedInputError on a NUL)."""
+        tag, group = str(query.get("tag", "")).strip(), str(query.get("group", "")).strip()
+        untrusted.check_text(tag, "tag")
+        untrusted.check_text(group, "group")
+        return cls(tag=tag, group=group)
 
     def matches(self, risk_tags: list[str], group: str) -> bool:
         """Whether an item with these risk tags, for this reviewer group's name, is in view."""

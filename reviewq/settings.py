@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,8 +34,14 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 DEBUG = envbool("DEBUG", "False")
-# A fixed development key is only acceptable while DEBUG is on; production must set SECRET_KEY.
-SECRET_KEY = os.getenv("SECRET_KEY", "reviewq-insecure-development-key-change-me-0123456789")
+# HTTPS-only cookies, HSTS, a real secret key, and webhooks only to public hosts (see below).
+PRODUCTION = not DEBUG and envbool("REVIEWQ_PRODUCTION", "False")
+# A fixed development key is fine on a laptop; production refuses to start without its own.
+SECRET_KEY = os.getenv("SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("REVIEWQ_PRODUCTION is on: set SECRET_KEY (a long random string)")
+    SECRET_KEY = "reviewq-insecure-development-key-change-me-0123456789"
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
@@ -57,6 +64,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "reviewq.runtime.middleware.RequestIdMiddleware",
+    # NUL characters, lone surrogates, oversized or unreadable bodies: a 4xx before anything reads them.
+    "reviewq.untrusted.UntrustedInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -166,6 +175,15 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_DB_REUSE_MAX = envint("CELERY_DB_REUSE_MAX", "1000")
 # Redelivery of unacknowledged tasks; the sweeper covers anything the broker loses.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "300")}
+# A hand-over to a broker that is down fails fast: the request waits in the database for the
+# sweeper instead of holding its agent's HTTP call (the web process never waits on Redis long).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = envfloat("CELERY_BROKER_CONNECTION_TIMEOUT", "1")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-requests": {"task": "reviewq.tasks.sweep_stuck_requests", "schedule": 15.0},
     "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 1.0},
@@ -186,13 +204,27 @@ API_RATE_LIMIT = os.getenv("API_RATE_LIMIT", "1000/s")
 AGENT_KEY_CACHE_SECONDS = envfloat("AGENT_KEY_CACHE_SECONDS", "2")
 
 # --- Pipeline ---
-# A request in a working state whose lease has passed is re-enqueued by the sweeper.
+# A request in a working state whose lease has passed is re-enqueued by the sweeper (a working
+# pipeline renews its lease as it goes, so only a dead worker's request is swept)...
 PIPELINE_LEASE_SECONDS = envint("PIPELINE_LEASE_SECONDS", "180")
+# ...and a received one nobody claimed within this many seconds (its hand-over was lost)...
+PIPELINE_CLAIM_SECONDS = envint("PIPELINE_CLAIM_SECONDS", "30")
+# ...until the pipeline has run this many times for it: then the request fails, visibly, instead
+# of being retried forever (an input that makes the pipeline raise, say).
+PIPELINE_MAX_RUNS = envint("PIPELINE_MAX_RUNS", "3")
 # Webhooks (agents' callbacks, on-call pages): per-attempt timeout; backoff is 1, 2, 4 … s times the scale.
 WEBHOOK_TIMEOUT_S = envfloat("WEBHOOK_TIMEOUT_S", "5")
 WEBHOOK_BACKOFF_SCALE = envfloat("WEBHOOK_BACKOFF_SCALE", "1")
+# Hosts agents' callback_url may name ("hooks.example.com", or ".example.com" for its
+# subdomains); empty: any. Redirects are never followed.
+WEBHOOK_ALLOWED_HOSTS = envlist("WEBHOOK_ALLOWED_HOSTS", "")
+# Whether a webhook may go to a private, loopback or link-local address (the internal network,
+# a cloud metadata service): refused by default in production.
+WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false" if PRODUCTION else "true")
 # A reviewer's claim on an item lapses after this long, so an abandoned item returns to the queue.
 REVIEW_CLAIM_SECONDS = envint("REVIEW_CLAIM_SECONDS", "600")
+# The largest request body accepted (an agent conversation of 8k tokens is about 40 kB): 413 beyond.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("MAX_BODY_BYTES", str(2_621_440))
 # Longest an agent may ask POST to wait for a final answer.
 MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
 # Default time a held item waits for a human before it expires (fails closed: denied).
@@ -231,7 +263,7 @@ METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-if not DEBUG and envbool("REVIEWQ_PRODUCTION", "False"):
+if PRODUCTION:
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "True")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

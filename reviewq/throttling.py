@@ -8,8 +8,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from ninja.throttling import BaseThrottle
+from redis.exceptions import RedisError
 
-from reviewq.runtime.redis_connection import shared_redis
+from reviewq.runtime.redis_connection import redis_failed, shared_redis
 
 
 class AgentKeyThrottle(BaseThrottle):
@@ -46,9 +47,13 @@ def _count_request(current: str, previous: str, *, ttl: int) -> tuple[int, int]:
     client per call and takes three trips: a large share of the web process under load).
     """
     if settings.REDIS_URL:
-        pipe = shared_redis().pipeline(transaction=False)
-        pipe.incr(current).expire(current, ttl).get(previous)
-        count, _, before = pipe.execute()
+        try:
+            pipe = shared_redis().pipeline(transaction=False)
+            pipe.incr(current).expire(current, ttl).get(previous)
+            count, _, before = pipe.execute()
+        except RedisError:
+            redis_failed("throttle")
+            return 0, 0  # no shared budget without Redis: accept rather than refuse every agent
         return int(count), int(before or 0)
     try:
         count = cache.incr(current)

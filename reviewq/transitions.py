@@ -47,6 +47,8 @@ def guarded_update(request_id: Any, *, from_statuses: Iterable[str], to_status: 
         fields.setdefault("lease_expires_at", None)
     elif to_status == RequestStatus.AWAITING_REVIEW:
         fields.setdefault("lease_expires_at", None)
+    elif to_status == RequestStatus.RECEIVED:  # waiting to be claimed, which takes moments
+        fields.setdefault("lease_expires_at", now + timedelta(seconds=settings.PIPELINE_CLAIM_SECONDS))
     else:
         fields.setdefault("lease_expires_at", now + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS))
     updated = Request.objects.filter(id=request_id, status__in=from_statuses).update(

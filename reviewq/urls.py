@@ -14,6 +14,7 @@ from reviewq import views
 from reviewq.api import router as requests_router
 from reviewq.errors import ApplicationError
 from reviewq.review_api import router as review_router
+from reviewq.untrusted import JSONParser
 from telemetry import views as telemetry_views
 from telemetry.api import router as traces_router
 
@@ -22,6 +23,7 @@ api = NinjaAPI(
     version="1",
     description="SLM-first gateway for AI-agent actions.",
     docs_url="/docs",
+    parser=JSONParser(),  # depth, NaN, NUL and lone surrogates checked for every JSON body
 )
 api.add_router("/", requests_router)
 api.add_router("/review", review_router)
@@ -60,6 +62,8 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, ApplicationError):  # ninja wraps what the body parser raised
+        return on_application_error(request, exc.__cause__)
     code = {400: "malformed_json", 429: "rate_limited"}.get(exc.status_code, "http_error")
     response = api.create_response(request, {"code": code, "message": str(exc)}, status=exc.status_code)
     if isinstance(exc, Throttled) and exc.wait:

@@ -109,8 +109,17 @@ def item_claim(request: HttpRequest, item_id: int) -> HttpResponse:
 @login_required
 @reviewer_required
 def item_approve(request: HttpRequest, item_id: int) -> HttpResponse:
+    """An approval names the action the reviewer saw (its digest); a risky one carries the digest
+    the confirm dialog named (see ``ReviewItem.needs_confirmed_approval``)."""
     return _decision_response(
-        request, item_id, lambda: decisions.review_approve(item_id=item_id, reviewer=_user(request))
+        request,
+        item_id,
+        lambda: decisions.review_approve(
+            item_id=item_id,
+            reviewer=_user(request),
+            seen_digest=request.POST.get("action_digest", ""),
+            confirmed_digest=request.POST.get("confirmed", ""),
+        ),
     )
 
 

@@ -38,21 +38,22 @@ def tool_calls_action(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def parse_answer(
-    task: TaskSpec, text: str, *, confidence: float | None = None
+    task: TaskSpec, text: str, *, confidence: float | None = None, feedback: str = ""
 ) -> tuple[Any, dict[str, Any] | None, list[ValidationIssue]]:
     """(parsed JSON, action or None, validation issues) for a model's answer.
 
-    Every tier's answer goes through this same validator chain.
+    Every tier's answer goes through this same validator chain. ``feedback`` is the text reviewq
+    added to the prompt (earlier errors): a value copied from it is not grounded.
     """
     parsed, issues = parse_json_answer(text)
     if issues:
         return None, None, issues
     if task.task_type == TaskType.TOOL_USE:
-        return parsed, *_tool_calls(task, parsed)
+        return parsed, *_tool_calls(task, parsed, feedback)
     if task.task_type == TaskType.EXTRACTION:
         issues = schema_issues(parsed, task.response_schema or {}, "$")
         if not issues:
-            issues = validate_grounding(parsed, task.messages)
+            issues = validate_grounding(parsed, task.messages, added_text=feedback)
         if issues:
             return parsed, None, issues
         action: dict[str, Any] = {"id": new_action_id(), "type": "json", "data": parsed}
@@ -74,7 +75,9 @@ def parse_answer(
     return parsed, {"id": new_action_id(), "type": "respond", "content": parsed["content"]}, []
 
 
-def _tool_calls(task: TaskSpec, parsed: Any) -> tuple[dict[str, Any] | None, list[ValidationIssue]]:
+def _tool_calls(
+    task: TaskSpec, parsed: Any, feedback: str
+) -> tuple[dict[str, Any] | None, list[ValidationIssue]]:
     if isinstance(parsed, dict) and "calls" in parsed and "name" not in parsed:
         calls = parsed["calls"]
         if not isinstance(calls, list) or not calls:
@@ -87,7 +90,10 @@ def _tool_calls(task: TaskSpec, parsed: Any) -> tuple[dict[str, Any] | None, lis
         calls = [parsed]
     issues = []
     for index, call in enumerate(calls):
-        for issue in validate_tool_call(call, task.tools, conversation=task.messages, rules=task.rules):
+        checked = validate_tool_call(
+            call, task.tools, conversation=task.messages, rules=task.rules, added_text=feedback
+        )
+        for issue in checked:
             prefix = f"$.calls[{index}]" if len(calls) > 1 else "$"
             issues.append(ValidationIssue(issue.validator, prefix + issue.path[1:], issue.message))
     if issues:

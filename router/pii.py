@@ -1,4 +1,9 @@
-"""Detectors for personal data: emails, phone numbers, card numbers (Luhn), national IDs, IBANs.
+"""Detectors for personal data: emails, phone numbers, card numbers (Luhn), national IDs, IBANs,
+and street addresses written the English way (a house number, a street name, a street type).
+
+Regular expressions, not a language model: they find what has a recognisable shape. Names of
+people and places ("Jane Doe", "Springfield") have none, and are not found (the README says so
+where it describes redaction).
 
 Findings are facts about an action, not errors: risk policies match on them, reviewers see them,
 and redaction (for traces and external models) replaces them.
@@ -19,6 +24,13 @@ CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b")
 US_SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
 UK_NINO = re.compile(r"\b[A-CEGHJ-PR-TW-Z]{2}\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]\b")
+# "98 Elm Street", "1200 N. Lake Shore Dr", "7 rue ..." is not covered (English street types only).
+STREET_ADDRESS = re.compile(
+    r"\b\d{1,6}[A-Za-z]?\s+(?:[NSEW]\.?\s+)?(?:[A-Z][\w'-]*\.?\s+){1,4}"
+    r"(?i:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
+    r"Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq)\b\.?"
+    r"(?:,?\s+(?i:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*\w+)?"
+)
 # Not part of a longer run of digit groups (a card or account number is not a phone number).
 PHONE = re.compile(
     r"(?<![\w#])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?"
@@ -82,6 +94,8 @@ def find_pii_in_text(text: str, path: str = "$") -> list[PIIFinding]:
         add("national_id", match)
     for match in UK_NINO.finditer(text):
         add("national_id", match)
+    for match in STREET_ADDRESS.finditer(text):
+        add("street_address", match)
     for match in PHONE.finditer(text):
         if 9 <= sum(ch.isdigit() for ch in match.group(0)) <= 15:
             add("phone", match)

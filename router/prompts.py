@@ -10,13 +10,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from router.backends.base import Prompt
 from router.contracts import TaskType
 from router.grammar import grammar_problem
 from router.messages import approx_tokens
 from router.schemas import DEFAULT_STRING_MAX_LENGTH, bounded, plan_schema, tool_choice_schema, tool_function
+from router.untrusted_schemas import schema_problem
 
 MAX_PLAN_CALLS = 5
 
@@ -164,10 +163,4 @@ def estimate_tokens(prompt: Prompt) -> int:
 
 def check_response_schema(schema: Any) -> str | None:
     """Why ``schema`` cannot serve as an extraction schema (and a grammar), or None."""
-    if not isinstance(schema, dict):
-        return "response_schema must be a JSON Schema object"
-    try:
-        Draft202012Validator.check_schema(schema)
-    except Exception as exc:  # noqa: BLE001 - any failure means the schema is unusable
-        return f"response_schema is not valid JSON Schema: {getattr(exc, 'message', exc)}"
-    return grammar_problem(bounded(schema))
+    return schema_problem(schema, "response_schema") or grammar_problem(bounded(schema))

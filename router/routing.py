@@ -37,7 +37,7 @@ def choose_model(
         spec for spec in models if spec.enabled and spec.tier == tier and task_type in (spec.strengths or [])
     ]
     if not candidates:
-        raise NoModelAvailable(f"no enabled {tier} model has the strength {task_type!r}")
+        raise NoModelAvailable(f"no enabled {tier} model has the strength {str(task_type)!r}")
     fitting = [spec for spec in candidates if spec.context_size >= prompt_tokens]
     if not fitting:
         raise NoModelAvailable(
@@ -46,7 +46,7 @@ def choose_model(
         )
     chosen = min(fitting, key=lambda s: (s.price_input_per_mtok + s.price_output_per_mtok, s.name))
     reason = (
-        f"cheapest enabled {tier} model with strength {task_type!r} "
+        f"cheapest enabled {tier} model with strength {str(task_type)!r} "
         f"whose context ({chosen.context_size}) fits ~{prompt_tokens} tokens, of {len(candidates)}"
     )
     return Route(task_type=task_type, model=chosen, reason=reason)

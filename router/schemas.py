@@ -45,6 +45,11 @@ def bounded(schema: dict[str, Any], max_length: int = DEFAULT_STRING_MAX_LENGTH)
             copy["maxItems"] = DEFAULT_ARRAY_MAX_ITEMS
         if node_type == "object" and "properties" in copy:
             copy.setdefault("additionalProperties", False)
+        pattern = copy.get("pattern")
+        if isinstance(pattern, str) and not (pattern.startswith("^") and pattern.endswith("$")):
+            # llama.cpp's grammar converter takes anchored patterns only; validation still
+            # checks the value against the agent's pattern.
+            del copy["pattern"]
         return copy
 
     result: dict[str, Any] = rebuilt(schema)

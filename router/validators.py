@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from router.conditions import evaluate_condition
-from router.json_tree import leaves
+from router.json_tree import leaves, unstorable_text
 from router.messages import content_text
 from router.schemas import tool_function, tool_parameters
+from router.untrusted_schemas import schema_problem, validator_for
 
 
 @dataclass(frozen=True)
@@ -35,35 +32,30 @@ class ValidationIssue:
 
 
 def check_tool_schema(parameters: Any) -> str | None:
-    """Why ``parameters`` is not a usable JSON Schema for tool arguments, or None if it is."""
-    if not isinstance(parameters, dict):
-        return "parameters must be a JSON Schema object"
-    try:
-        canonical = json.dumps(parameters, sort_keys=True)
-    except (TypeError, ValueError):
-        return "parameters must be plain JSON"
-    return _check_tool_schema_json(canonical)
-
-
-# Agents send the same tools with every request, and checking a schema against the metaschema
-# is expensive: it was most of the web process's CPU per request at intake.
-@lru_cache(maxsize=2048)
-def _check_tool_schema_json(canonical: str) -> str | None:
-    parameters = json.loads(canonical)
-    try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        return f"parameters is not valid JSON Schema: {exc.message}"
-    if parameters.get("type", "object") != "object":
+    """Why ``parameters`` is not a usable JSON Schema for tool arguments, or None if it is (see
+    router/untrusted_schemas.py for what an agent's schema may hold)."""
+    problem = schema_problem(parameters, "parameters")
+    if problem is None and parameters.get("type", "object") != "object":
         return 'parameters must describe an object ("type": "object")'
-    return None
+    return problem
 
 
 def parse_json_answer(text: str) -> tuple[Any, list[ValidationIssue]]:
+    """A model's answer as JSON. A NUL character or a lone surrogate in it (which a prompt
+    injection can ask for, and no database column can store) makes it invalid."""
     try:
-        return json.loads(text), []
-    except json.JSONDecodeError as exc:
-        return None, [ValidationIssue("json", "$", f"not valid JSON: {exc.msg} at character {exc.pos}")]
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        message = (
+            f"not valid JSON: {exc.msg} at character {exc.pos}"
+            if isinstance(exc, ValueError)
+            else "nested too deep"
+        )
+        return None, [ValidationIssue("json", "$", message)]
+    where = unstorable_text(value)
+    if where is not None:
+        return None, [ValidationIssue("json", where, "holds a NUL character or a lone surrogate")]
+    return value, []
 
 
 def _json_path(parts: Any) -> str:
@@ -79,6 +71,7 @@ def validate_tool_call(
     *,
     conversation: list[dict[str, Any]] | None = None,
     rules: dict[str, list[dict[str, str]]] | None = None,
+    added_text: str = "",
 ) -> list[ValidationIssue]:
     """The validator chain for one proposed call ``{"name", "arguments"}``.
 
@@ -91,7 +84,10 @@ def validate_tool_call(
     arguments = call.get("arguments", {})
     if conversation is not None:
         issues += validate_grounding(
-            arguments, conversation, tool_parameters(_tool_by_name(tools, call["name"]))
+            arguments,
+            conversation,
+            tool_parameters(_tool_by_name(tools, call["name"])),
+            added_text=added_text,
         )
     if rules:
         issues += validate_business_rules(arguments, rules.get(call["name"], []))
@@ -118,8 +114,7 @@ def _validate_call_schema(call: Any, tools: list[dict[str, Any]]) -> list[Valida
 
 def schema_issues(value: Any, schema: dict[str, Any], root: str) -> list[ValidationIssue]:
     """JSON Schema errors of ``value``, each at its JSON path under ``root``."""
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(validator_for(schema).iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
     return [
         ValidationIssue("schema", root + _json_path(error.absolute_path)[1:], error.message)
         for error in errors
@@ -150,8 +145,16 @@ def issues_as_feedback(issues: list[ValidationIssue]) -> str:
 
 # Separators that differ between how a customer types an identifier and how a model copies it.
 _SEPARATORS = re.compile(r"[\s\-_#.,()/:+]")
-# Small integers (quantities, counts, indexes) are chosen, not copied: they need no evidence.
+# Small integers (quantities, counts, indexes) are chosen, not copied: they need no evidence,
+# unless their argument is money (an amount of 1 for a conversation about $899 is not a choice).
 SMALL_INTEGER_LIMIT = 10
+_AMOUNT_KEY = re.compile(
+    r"(?:^|[._])(?:\w+_)?(?:amount|price|total|subtotal|cost|refund|fee|balance|payment|charge|credit|debit|tip)s?"
+    r"(?:\[\d+\])?$"
+)
+# A value copied from text reviewq added to the prompt (retry feedback), long enough to be text
+# rather than a word the conversation could share by chance.
+_ADDED_TEXT_MIN_CHARS = 8
 
 
 def conversation_evidence(conversation: list[dict[str, Any]]) -> str:
@@ -256,32 +259,56 @@ _IDENTIFIER_KEY = re.compile(
 
 
 def validate_grounding(
-    arguments: Any, conversation: list[dict[str, Any]], parameters: dict[str, Any] | None = None
+    arguments: Any,
+    conversation: list[dict[str, Any]],
+    parameters: dict[str, Any] | None = None,
+    *,
+    added_text: str = "",
 ) -> list[ValidationIssue]:
     """Identifiers, emails and amounts in ``arguments`` must occur in the conversation.
 
+    The evidence is what the agent sent (messages, earlier tool calls, tool results), never text
+    reviewq added to the prompt: a string copied from ``added_text`` (the retry feedback) and not
+    from the conversation is refused whatever it looks like.
+
     A string needs evidence when it holds a digit or an ``@`` (IDs, emails, zip codes, phone
     numbers) or when its argument's name says it is one (``user_id``, ``email``); a number when
-    it is not a small integer. Comparison ignores case and separators, so ``#W2378156``
-    matches ``w2378156``; a number written with a unit also grounds its conversions
-    (``_numbers_in``), and a date written with a month name its digits (``_dates_in``).
-    Values the tool's own schema names (enums, defaults) are grounded by the schema.
+    it is not a small integer, and always when its argument is money (``amount``, ``price``).
+    Comparison ignores case and separators, so ``#W2378156`` matches ``w2378156``; a number
+    written with a unit also grounds its conversions (``_numbers_in``), and a date written with a
+    month name its digits (``_dates_in``). Values the tool's own schema names (enums, defaults)
+    are grounded by the schema.
     """
     evidence = conversation_evidence(conversation)
     compact_evidence = " ".join([_SEPARATORS.sub("", evidence.lower()), *_dates_in(evidence)])
+    compact_added = _SEPARATORS.sub("", added_text.lower())
     schema_text = json.dumps(parameters or {}).lower()
     numbers = _numbers_in(evidence)
     issues = []
     for path, value in leaves(arguments, "$.arguments"):
         if isinstance(value, str):
+            compact = _SEPARATORS.sub("", value.lower())
+            if (
+                len(compact) >= _ADDED_TEXT_MIN_CHARS
+                and compact in compact_added
+                and compact not in compact_evidence
+            ):
+                issues.append(
+                    ValidationIssue(
+                        "grounding",
+                        path,
+                        "this value is copied from reviewq's own feedback, not the conversation",
+                    )
+                )
+                continue
             looks_like_an_id = any(ch.isdigit() for ch in value) or "@" in value
             if not looks_like_an_id and not _IDENTIFIER_KEY.search(path):
                 continue
-            compact = _SEPARATORS.sub("", value.lower())
             if not compact or compact in compact_evidence or f'"{value.lower()}"' in schema_text:
                 continue
         else:
-            if float(value).is_integer() and abs(value) <= SMALL_INTEGER_LIMIT:
+            chosen = isinstance(value, int) and abs(value) <= SMALL_INTEGER_LIMIT
+            if chosen and not _AMOUNT_KEY.search(path):
                 continue
             if _same_number(float(value)) in numbers:
                 continue

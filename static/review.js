@@ -1,5 +1,8 @@
 // Small page behaviours: SLA countdowns, the live item count, keyboard shortcuts. No build step.
 (function () {
+  // A key pressed for the previous item (a decision moves on to the next) never acts on this one:
+  // an item page's shortcuts work only once it has been on screen this long.
+  const SHORTCUTS_ARMED_AT = performance.now() + 800;
   function formatRemaining(ms) {
     const late = ms < 0;
     let s = Math.floor(Math.abs(ms) / 1000);
@@ -55,10 +58,22 @@
     const next = current < 0 ? 0 : Math.min(rows.length - 1, Math.max(0, current + step));
     rows[next].focus();
   }
+  function openConfirm(button) {
+    const dialog = document.getElementById(button.dataset.confirm);
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+  document.addEventListener("click", function (event) {
+    const opener = event.target.closest("[data-confirm]");
+    if (opener) { openConfirm(opener); event.preventDefault(); return; }
+    const closer = event.target.closest("[data-close]");
+    if (closer) { const dialog = document.getElementById(closer.dataset.close); if (dialog) dialog.close(); }
+  });
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event)) return;
+    if (document.querySelector("dialog[open]")) return;  // a confirm step takes no shortcuts
     const nav = document.querySelector("[data-page=item]");
     const key = event.key;
+    if (nav && performance.now() < SHORTCUTS_ARMED_AT) return;
     if (document.querySelector("[data-page=queue]")) {
       if (key === "j") { moveInQueue(1); event.preventDefault(); }
       if (key === "k") { moveInQueue(-1); event.preventDefault(); }
@@ -67,7 +82,8 @@
     if (!nav) return;
     if (key === "a") {
       const approve = document.getElementById("approve");
-      if (approve) { approve.click(); event.preventDefault(); }
+      if (approve && approve.dataset.confirm) { openConfirm(approve); event.preventDefault(); }
+      else if (approve) { approve.click(); event.preventDefault(); }
     } else if (key === "d") {
       const reason = document.getElementById("reason");
       if (reason) { reason.focus(); event.preventDefault(); }

@@ -18,7 +18,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
-from telemetry.selectors import OUTCOMES, Dashboard
+from telemetry.selectors import OUTCOMES, Dashboard, Percentiles
 
 # Colour-blind-safe (Okabe-Ito), then greys.
 PALETTE = ["#0072B2", "#009E73", "#E69F00", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000", "#999999"]
@@ -386,6 +386,21 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def percentile_chart(title: str, stats: dict[str, Percentiles], noun: str, *, description: str) -> SafeString:
+    """Bars of p50 and p95 in milliseconds for each category, with how many ``noun``s each counts."""
+    return bar_chart(
+        title=title,
+        categories=list(stats),
+        series=[
+            Series("p50", [value.p50 for value in stats.values()], PALETTE[0]),
+            Series("p95", [value.p95 for value in stats.values()], PALETTE[5]),
+        ],
+        value_format=milliseconds,
+        description=description,
+        notes=[_count(value.count, noun) for value in stats.values()],
+    )
+
+
 def dashboard_charts(data: Dashboard) -> dict[str, SafeString]:
     """Every chart on the dashboard, keyed by its place on the page."""
     window = data.window
@@ -438,27 +453,17 @@ def dashboard_charts(data: Dashboard) -> dict[str, SafeString]:
             description=f"Cumulative USD over {span}: spent {usd(float(spend.actual_usd))}, "
             f"all-LLM baseline {usd(float(spend.baseline_usd))}.",
         ),
-        "model_latency": bar_chart(
-            title="Model call latency per tier",
-            categories=[tier.upper() for tier in tiers],
-            series=[
-                Series("p50", [data.latency_by_tier[t].p50 for t in tiers], PALETTE[0]),
-                Series("p95", [data.latency_by_tier[t].p95 for t in tiers], PALETTE[5]),
-            ],
-            value_format=milliseconds,
+        "model_latency": percentile_chart(
+            "Model call latency per tier",
+            {tier.upper(): data.latency_by_tier[tier] for tier in tiers},
+            "call",
             description="Median and 95th percentile latency of answered model calls, per tier.",
-            notes=[_count(data.latency_by_tier[t].count, "call") for t in tiers],
         ),
-        "end_to_end_latency": bar_chart(
-            title="End-to-end latency",
-            categories=[label for _, label in end_to_end],
-            series=[
-                Series("p50", [data.latency_end_to_end[key].p50 for key, _ in end_to_end], PALETTE[0]),
-                Series("p95", [data.latency_end_to_end[key].p95 for key, _ in end_to_end], PALETTE[5]),
-            ],
-            value_format=milliseconds,
+        "end_to_end_latency": percentile_chart(
+            "End-to-end latency",
+            {label: data.latency_end_to_end[key] for key, label in end_to_end},
+            "request",
             description="From the agent's request to the final decision, with and without a human.",
-            notes=[_count(data.latency_end_to_end[key].count, "request") for key, _ in end_to_end],
         ),
         "validators": bar_chart(
             title="Validator failure rate",
@@ -469,16 +474,11 @@ def dashboard_charts(data: Dashboard) -> dict[str, SafeString]:
             "rejected.",
             notes=[f"{rate.failures} of {data.validated_calls}" for rate in data.validator_rates],
         ),
-        "time_to_decision": bar_chart(
-            title="Human time to decision",
-            categories=[label for _, label in decisions],
-            series=[
-                Series("p50", [decision_stats[key].p50 for key, _ in decisions], PALETTE[0]),
-                Series("p95", [decision_stats[key].p95 for key, _ in decisions], PALETTE[5]),
-            ],
-            value_format=milliseconds,
+        "time_to_decision": percentile_chart(
+            "Human time to decision",
+            {label: decision_stats[key] for key, label in decisions},
+            "decision",
             description="From the moment an action was held to the reviewer's decision.",
-            notes=[_count(decision_stats[key].count, "decision") for key, _ in decisions],
         ),
         "edit_share": bar_chart(
             title="Share of human decisions that were edits, per tool",

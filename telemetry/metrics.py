@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from reviewq.models import FINAL_STATUSES, GoldenTrace, Request, RequestStatus, ReviewItem
+from reviewq.runtime.redis_connection import redis_errors
 from telemetry.models import ModelCall
 from telemetry.selectors import end_to_end_expression, outcome_expression
 
@@ -250,11 +251,31 @@ class DatabaseCollector(Collector):
         yield decision_time
 
 
+class ThisProcessCollector(Collector):
+    """What only the process answering the scrape knows: the Redis operations it could not do
+    (the gateway carries on without Redis; see reviewq.runtime.redis_connection)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "reviewq_redis_errors",
+            "Redis operations that failed in the process answering this scrape, by operation.",
+            labels=["operation"],
+        )
+        for operation, count in sorted(redis_errors().items()):
+            errors.add_metric([operation], count)
+        yield errors
+
+
 def exposition() -> bytes:
     """The current metrics in the Prometheus text format."""
-    # A registry per scrape holding only the database collector: nothing process-local leaks in.
+    # A registry per scrape: the database's totals (right with any number of processes), and
+    # the one process-local counter, named as such.
     registry = CollectorRegistry()
     registry.register(DatabaseCollector())
+    registry.register(ThisProcessCollector())
     return generate_latest(registry)
 
 

@@ -6,9 +6,15 @@ from decimal import Decimal
 from typing import Any
 
 from router.backends.base import Generation
+from router.json_tree import UNSTORABLE
 from router.models import ModelSpec
 from router.validators import ValidationIssue, issues_as_dicts
 from telemetry.models import ModelCall
+
+
+def _storable(text: str) -> str:
+    """A model's text as a column can hold it: characters no column takes become U+FFFD."""
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def model_call_record(
@@ -34,8 +40,8 @@ def model_call_record(
         tier=spec.tier,
         purpose=purpose,
         attempt=attempt,
-        prompt=generation.prompt_text if generation else "",
-        raw_output=generation.text if generation else "",
+        prompt=_storable(generation.prompt_text) if generation else "",
+        raw_output=_storable(generation.text) if generation else "",
         parsed_output=parsed_output,
         latency_ms=generation.latency_ms if generation else 0,
         tokens_in=tokens_in,
@@ -43,7 +49,7 @@ def model_call_record(
         cost_usd=spec.cost_usd(tokens_in, tokens_out) if generation else Decimal(0),
         validation_errors=issues_as_dicts(issues or []),
         uncertainty=generation.uncertainty.as_dict() if generation and generation.uncertainty else None,
-        error=error,
+        error=_storable(error),
         escalated=escalated,
         trigger=trigger,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -67,6 +68,19 @@ def _audit_log_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO reviewq_audit_maintenance (enabled) VALUES (1)")
+
+
+@contextmanager
+def final_states_unlocked() -> Iterator[None]:
+    """Lets a test rewrite a final request's trail in SQL to build a fixture (the database
+    refuses that otherwise: reviewq/migrations/0004), through the same maintenance row."""
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO reviewq_audit_maintenance (enabled) VALUES (1)")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM reviewq_audit_maintenance")
 
 
 def _marked_transactional(request: pytest.FixtureRequest) -> bool:

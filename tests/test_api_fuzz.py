@@ -2,14 +2,17 @@
 
 Schemathesis generates requests (valid and invalid bodies, paths and queries) from the schema
 the live server publishes, each sent with the credentials its route takes: an agent key, an ops
-key, or a reviewer's session with its CSRF token.
+key, or a reviewer's session with its CSRF token. Each generated body of a POST is also sent as
+multipart form data, and as a multipart body without a boundary. CI runs it on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
@@ -83,9 +86,31 @@ def _fuzz(operation: Any, headers: dict[str, str], failures: list[str], refused:
         response = case.call(headers=headers, timeout=30)
         if response.status_code == 401:
             refused.append(f"{case.method} {case.formatted_path}: {response.text[:200]}")
-        if response.status_code >= 500:
-            failures.append(
-                f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
-            )
+        for answer in [response, *_as_multipart(case, headers)]:
+            if answer.status_code >= 500:
+                failures.append(
+                    f"{case.method} {case.formatted_path} ({answer.request.headers.get('Content-Type')}): "
+                    f"{answer.status_code} {answer.text[:300]}"
+                )
 
     send()
+
+
+def _as_multipart(case: Any, headers: dict[str, str]) -> list[Any]:
+    """The case's body again as multipart form fields, and as a multipart body with no boundary."""
+    if case.method.upper() != "POST":
+        return []
+    sent = case.as_transport_kwargs(headers=headers)
+    plain = {name: value for name, value in sent["headers"].items() if name.lower() != "content-type"}
+    fields = case.body if isinstance(case.body, dict) else {"body": case.body}
+    parts = {str(name): (None, json.dumps(value, default=str)) for name, value in fields.items()}
+    common = {"params": sent.get("params"), "timeout": 30}
+    return [
+        requests.post(sent["url"], headers=plain, files=parts or {"empty": (None, "")}, **common),
+        requests.post(
+            sent["url"],
+            headers={**plain, "Content-Type": "multipart/form-data"},
+            data=b"--x\r\nbroken",
+            **common,
+        ),
+    ]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from reviewq.models import AgentKey, RiskPolicy, ToolSpec
 from reviewq.services.agent_keys import agent_key_authenticate
@@ -53,6 +53,36 @@ def test_create_agent_key_prints_a_key_stored_hashed() -> None:
     assert raw.startswith("rq_") and raw not in key.key_hash
     assert agent_key_authenticate(raw) == key
     assert key.owner is not None and key.owner.username == "carol"
+
+
+@pytest.mark.django_db
+def test_an_agent_key_says_who_is_behind_it() -> None:
+    """Separation of duties needs an owner: a key made without saying who raises its requests
+    (or, explicitly, that nobody does) is refused, so it cannot end up unowned by accident."""
+    with pytest.raises(CommandError, match="--owner USERNAME"):
+        call_command("create_agent_key", "bot", stdout=StringIO())
+    assert not AgentKey.objects.exists()
+    call_command("create_agent_key", "service-bot", "--no-owner", stdout=StringIO())
+    assert AgentKey.objects.get().owner is None
+    call_command(
+        "create_agent_key", "trainer", "--scope", "ops", stdout=StringIO()
+    )  # ops keys submit nothing
+
+
+def test_production_refuses_to_start_without_its_own_secret_key(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "REVIEWQ_PRODUCTION": "true",
+        "ALLOWED_HOSTS": "reviewq.example.com",
+        "REVIEWQ_DATA_DIR": str(tmp_path),
+    }
+    env.pop("SECRET_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "set SECRET_KEY" in result.stderr
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ from tests.factories import risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
 ORIGIN = (b"origin", b"http://127.0.0.1:8000")
+HOST = (b"host", b"127.0.0.1:8000")
 
 
 def session_headers(user: User) -> list[tuple[bytes, bytes]]:
     client = Client()
     client.force_login(user)
-    return [(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()), ORIGIN]
+    return [(b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()), ORIGIN, HOST]
 
 
 def test_a_held_item_is_pushed_to_a_connected_reviewer(reviewer: User, agent: Any) -> None:
@@ -69,14 +70,20 @@ def test_a_reconnecting_reviewer_gets_every_pending_item(reviewer: User, agent: 
         assert f'id="item-{item.id}"' in snapshot
 
 
-@pytest.mark.parametrize("who", ["anonymous", "outsider", "foreign_origin"])
+@pytest.mark.parametrize("who", ["anonymous", "outsider", "foreign_origin", "another_port", "no_origin"])
 def test_the_socket_refuses_strangers(who: str, outsider: User, reviewer: User) -> None:
+    cookie = session_headers(reviewer)[0]
     if who == "anonymous":
-        headers = [ORIGIN]
+        headers = [ORIGIN, HOST]
     elif who == "outsider":
         headers = session_headers(outsider)
+    elif who == "foreign_origin":
+        headers = [cookie, (b"origin", b"http://evil.example"), HOST]
+    elif who == "another_port":
+        # Same host, another port: another application, which the old check let in.
+        headers = [cookie, (b"origin", b"http://127.0.0.1:9999"), HOST]
     else:
-        headers = [session_headers(reviewer)[0], (b"origin", b"http://evil.example")]
+        headers = [cookie, HOST]
 
     async def scenario() -> bool:
         communicator = WebsocketCommunicator(application, "/ws/review/", headers=headers)

@@ -19,6 +19,7 @@ from router.contracts import Tier
 from router.models import ModelSpec
 from telemetry import charts, selectors
 from telemetry.models import ModelCall
+from tests.conftest import final_states_unlocked
 from tests.factories import read_body, risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
@@ -218,12 +219,13 @@ def test_adjudicated_outcomes_are_told_apart(agent: Any) -> None:
     denied, _ = intake.request_create(agent_key=agent[0], payload=read_body())
     intake.request_create(agent_key=agent[0], payload=read_body())  # released automatically
     verdict = {"verdict": "approve", "model": "gemma-3-270m"}
-    Request.objects.filter(id=released.id).update(
-        decision={"by": "policy", "decision": "adjudicated", "adjudication": verdict}
-    )
-    Request.objects.filter(id=denied.id).update(
-        status="denied", decision={"by": "policy", "decision": "adjudicated", "adjudication": verdict}
-    )
+    with final_states_unlocked():
+        Request.objects.filter(id=released.id).update(
+            decision={"by": "policy", "decision": "adjudicated", "adjudication": verdict}
+        )
+        Request.objects.filter(id=denied.id).update(
+            status="denied", decision={"by": "policy", "decision": "adjudicated", "adjudication": verdict}
+        )
     data = selectors.dashboard_get(window=selectors.window_get("24h"))
     assert data.outcome_totals["adjudicated"] == 2
     assert data.outcome_totals["auto_released"] == 1

@@ -117,3 +117,25 @@ def test_no_sequence_of_events_releases_a_denied_or_expired_action(
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     )
     Decisions.TestCase().runTest()
+
+
+def test_the_database_refuses_to_move_or_rewrite_a_final_request(agent: Any, reviewer: User) -> None:
+    """Below the application: a raw SQL UPDATE cannot release a denied request or rewrite its trail."""
+    from django.db import DatabaseError, connection, transaction
+
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
+    item = ReviewItem.objects.get(request=request)
+    decisions.review_deny(item_id=item.id, reviewer=reviewer, reason="the customer did not confirm")
+    table = Request._meta.db_table
+    for sql in (
+        f"UPDATE {table} SET status = 'released' WHERE id = %s",
+        f"UPDATE {table} SET action = '{{\"forced\": true}}' WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="final state"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [request.id.hex if connection.vendor == "sqlite" else str(request.id)])
+    with pytest.raises(DatabaseError, match="final state"), transaction.atomic():
+        Request.objects.filter(id=request.id).update(decision={"by": "reviewer", "decision": "approve"})
+    denied = Request.objects.get(id=request.id)
+    assert (denied.status, denied.action) == (RequestStatus.DENIED, None)
+    Request.objects.filter(id=request.id).update(finished_at=denied.finished_at)  # other columns may change

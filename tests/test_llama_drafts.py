@@ -66,3 +66,19 @@ def test_drafts_cut_model_evaluations_and_keep_answers_valid() -> None:
     assert drafted["name"] == plain["name"]
     assert drafted_batches < plain_batches
     assert plain_batches >= 5  # without drafts most tokens are evaluated one at a time
+
+
+def test_values_are_copied_only_from_what_the_agent_sent() -> None:
+    """The retry feedback is reviewq's text: a draft must never copy an argument value from it."""
+    from router.backends.base import Prompt
+    from router.backends.llama_cpp import _copy_source
+
+    prompt = Prompt(
+        system="instructions",
+        conversation=[{"role": "user", "content": "Order #W2378156, please."}],
+        output_schema={},
+        feedback="copy this value exactly from the conversation; yours does not appear there",
+    )
+    source = _copy_source(prompt)
+    assert "#W2378156" in source
+    assert "copy this value" not in source and "instructions" not in source

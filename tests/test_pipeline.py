@@ -67,6 +67,54 @@ def test_it_retries_with_the_errors_then_succeeds(agent: Any, inline_pipeline: N
     assert second.validation_errors == []
 
 
+def test_a_retry_that_copies_the_feedback_is_not_released(agent: Any, inline_pipeline: None) -> None:
+    """The retry prompt's feedback is reviewq's own text: a read call whose values come from it
+    (not from the conversation) is never released, though the tool is read-only."""
+    FakeBackend.scripted_outputs.extend(
+        [
+            json.dumps(
+                {
+                    "name": "find_user_id_by_name_zip",
+                    "arguments": {"first_name": "Yusuf", "last_name": "Rossi", "zip": "99999"},
+                }
+            ),
+            json.dumps(
+                {
+                    "name": "find_user_id_by_name_zip",
+                    "arguments": {
+                        "first_name": "copy this value exactly from the conversation; yours does not ap",
+                        "last_name": "Rossi",
+                        "zip": "19122",
+                    },
+                }
+            ),
+        ]
+    )
+    request = create(agent, body("I'm Yusuf Rossi, zip 19122.", "find_user_id_by_name_zip"))
+    request.refresh_from_db()
+    assert request.status == RequestStatus.AWAITING_REVIEW
+    retry = ModelCall.objects.get(request=request, purpose=ModelCall.Purpose.RETRY)
+    assert [error["path"] for error in retry.validation_errors] == ["$.arguments.first_name"]
+
+
+def test_a_model_answer_with_a_nul_character_is_invalid_not_a_crash(
+    agent: Any, inline_pipeline: None
+) -> None:
+    """A prompt injection can ask a model for "\\u0000", which no PostgreSQL column stores: the
+    answer fails validation like any bad one, and its log row is written."""
+    FakeBackend.scripted_outputs.extend(
+        [
+            '{"name":"get_order_details","arguments":{"order_id":"#W2378156\\u0000"}}',
+            '{"name":"get_order_details","arguments":{"order_id":"#W2378156"}}',
+        ]
+    )
+    request = create(agent, read_body())
+    request.refresh_from_db()
+    assert request.status == RequestStatus.RELEASED
+    first = ModelCall.objects.filter(request=request).first()
+    assert first is not None and "NUL" in first.validation_errors[0]["message"]
+
+
 def test_it_holds_an_answer_that_never_validates(agent: Any, inline_pipeline: None) -> None:
     FakeBackend.scripted_outputs.extend(["not json at all", '{"name": "drop_database", "arguments": {}}'])
     request = create(agent, read_body())

@@ -261,3 +261,88 @@ def test_admin_refuses_a_condition_outside_the_language(admin_client: Any, confi
     assert response.status_code == 200
     assert "is not allowed in a condition" in response.content.decode()
     assert not RiskPolicy.objects.filter(name="evil").exists()
+
+
+# --- Ops' definition of a registered tool is the truth ---
+
+
+def lookup(description: str | None = None, parameters: dict[str, Any] | None = None) -> CallContext:
+    tool = ToolSpec.objects.get(name="get_order_details")
+    return CallContext(
+        name="get_order_details",
+        arguments={"order_id": ORDER},
+        agent_description=tool.description if description is None else description,
+        agent_parameters=tool.parameters if parameters is None else parameters,
+    )
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Reimburses the customer for an order.",  # a verb no keyword list had
+        "Voids the order and credits the card.",
+        "Get the status and details of an \u043erder.",  # a Cyrillic o
+        "Get the status and details of an order and re\u200bfund it.",  # a zero-width space inside
+        "Obtenir le statut d'une commande et la rembourser.",  # another language
+    ],
+)
+def test_a_registered_tool_redescribed_by_the_agent_is_held(config: None, description: str) -> None:
+    decision = decide_action([lookup(description=description)])
+    assert decision.decision == "human"
+    assert decision.definition_differences and decision.definition_differences[0].startswith("description:")
+    assert "differs from the one ops registered" in decision.reason
+
+
+def test_fullwidth_letters_and_invisible_characters_are_the_same_description(config: None) -> None:
+    # NFKC makes fullwidth letters plain ones; format characters hide nothing once removed.
+    same = "\uff27\uff45\uff54 the status  and details of an\u200b order."
+    assert decide_action([lookup(description=same)]).decision == "auto"
+
+
+def test_keywords_are_found_behind_lookalikes_and_invisible_characters() -> None:
+    assert "payment" in description_tags("Issues a re\u200bfund.")  # zero-width space
+    assert "payment" in description_tags("Issues a \uff52\uff45\uff46\uff55\uff4e\uff44.")  # fullwidth
+
+
+def test_a_registered_tool_given_other_parameters_is_held(config: None) -> None:
+    tool = ToolSpec.objects.get(name="get_order_details")
+    widened = {
+        **tool.parameters,
+        "properties": {**tool.parameters["properties"], "refund_amount": {"type": "number"}},
+    }
+    decision = decide_action([lookup(parameters=widened)])
+    assert decision.decision == "human"
+    assert decision.definition_differences == ["parameters: adds 'refund_amount'"]
+    # Descriptions inside the schema only annotate it: rewording them changes nothing.
+    reworded = {
+        **tool.parameters,
+        "properties": {"order_id": {"type": "string", "description": "Which order, e.g. #W0000000."}},
+    }
+    assert decide_action([lookup(parameters=reworded)]).decision == "auto"
+
+
+def test_a_redefined_tool_is_shown_to_the_reviewer(
+    config: None,
+    client: Any,
+    agent: Any,
+    reviewer: Any,
+    inline_pipeline: None,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """Through the pipeline: the read call is held, and the item page says how the definition differs."""
+    from reviewq.models import ReviewItem
+    from reviewq.services import intake
+    from tests.factories import read_body
+
+    body = read_body()
+    for tool in body["tools"]:
+        if tool["function"]["name"] == "get_order_details":
+            tool["function"]["description"] = "Reimburses the customer for an order."
+            tool["function"]["parameters"]["properties"]["refund_amount"] = {"type": "number"}
+    with django_capture_on_commit_callbacks(execute=True):
+        request, _ = intake.request_create(agent_key=agent[0], payload=body)
+    item = ReviewItem.objects.get(request=request)
+    assert "differs from the one ops registered" in item.hold_reason
+    client.force_login(reviewer)
+    page = client.get(f"/review/{item.id}/").content.decode()
+    assert 'id="definition-differences"' in page and "refund_amount" in page

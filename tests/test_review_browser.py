@@ -14,6 +14,8 @@ from reviewq.models import ReviewItem
 from tests.live import ARTIFACTS, logged_in_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded")]
+# An item page's shortcuts work once it has been on screen this long (static/review.js).
+SHORTCUTS_ARMED_MS = 900
 
 REFUND_TOOL = {
     "type": "function",
@@ -118,6 +120,7 @@ def test_keyboard_shortcuts_deny_with_a_reason(
     item = ReviewItem.objects.get(request_id=posted["id"])
     page = logged_in_page(browser, live_server_url, reviewer)
     page.goto(f"{live_server_url}/review/{item.id}/")
+    page.wait_for_timeout(SHORTCUTS_ARMED_MS)
     page.keyboard.press("d")
     assert page.evaluate("document.activeElement.id") == "reason"
     page.keyboard.type("the customer did not confirm")
@@ -224,3 +227,43 @@ def test_the_live_queue_serves_only_the_filtered_view(
     everything.goto(f"{live_server_url}/review/")
     everything.wait_for_selector("[data-live=connected]", timeout=10_000)
     assert _rows(everything) == {f"item-{refund.id}", f"item-{cancellation.id}"}
+
+
+def test_approving_a_payment_is_a_deliberate_act(
+    live_server_url: str, browser: Any, reviewer: User, agent: Any
+) -> None:
+    """``a`` on a payment opens a confirm step naming the action; a second ``a`` approves nothing;
+    and after a decision, a key pressed at once never acts on the next item."""
+    posted = [
+        api(
+            live_server_url,
+            agent[1],
+            "/requests",
+            {
+                "messages": [{"role": "user", "content": f"Refund order_id=#W237815{n} amount=30"}],
+                "tools": [REFUND_TOOL],
+            },
+        )
+        for n in (6, 7)
+    ]
+    first, second = (_held(request) for request in posted)
+    assert first.needs_confirmed_approval and second.needs_confirmed_approval
+    page = logged_in_page(browser, live_server_url, reviewer)
+    page.goto(f"{live_server_url}/review/{first.id}/")
+    page.wait_for_timeout(SHORTCUTS_ARMED_MS)
+    page.keyboard.press("a")
+    dialog = page.locator("#confirm-approve")
+    assert dialog.is_visible()
+    assert "issue_refund" in page.locator("#confirm-approve-action").inner_text()
+    page.keyboard.press("a")  # the 0.31 s double press that once approved two items
+    page.wait_for_timeout(300)
+    assert ReviewItem.objects.get(id=first.id).status == "pending"
+
+    with page.expect_navigation():
+        page.click("#confirm-approve-yes")
+    assert ReviewItem.objects.get(id=first.id).status == "approved"
+    assert page.url.endswith(f"/review/{second.id}/")  # the next item
+    page.keyboard.press("a")  # at once: meant for the item just decided
+    page.wait_for_timeout(SHORTCUTS_ARMED_MS)
+    assert not page.locator("#confirm-approve").is_visible()
+    assert ReviewItem.objects.get(id=second.id).status == "pending"

@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
+from django.utils.html import escape
 
 from reviewq.errors import ApplicationError
 from reviewq.models import GoldenTrace, Request, RequestStatus, ReviewItem
@@ -118,7 +119,14 @@ def test_the_reviewer_sees_and_approves_an_item(client: Client, held: ReviewItem
     assert "cancel_pending_order" in page
     assert "Please cancel pending order" in page
     assert "Hold money, personal data and destructive changes" in page
-    response = client.post(f"/review/{held.id}/approve")
+    # A cancellation is destructive: the page asks to confirm it by name, and a post that did not
+    # (one key press, say) releases nothing.
+    assert 'id="confirm-approve"' in page and escape(held.action_summary) in page
+    client.post(f"/review/{held.id}/approve", {"action_digest": held.action_digest})
+    assert Request.objects.get(id=held.request_id).status == RequestStatus.AWAITING_REVIEW
+    response = client.post(
+        f"/review/{held.id}/approve", {"action_digest": held.action_digest, "confirmed": held.action_digest}
+    )
     assert response.status_code == 302
     assert Request.objects.get(id=held.request_id).status == RequestStatus.RELEASED
 

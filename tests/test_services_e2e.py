@@ -169,7 +169,7 @@ SWEEP = (
 
 def test_queued_requests_survive_a_redis_restart(agent: Any) -> None:
     """G2: requests queued as Celery tasks, then ``SHUTDOWN NOSAVE``: the tasks are gone, the
-    rows are not. Once their lease passes the sweeper enqueues them again and all of them finish."""
+    rows are not. Once their claim window passes the sweeper enqueues them again and all of them finish."""
     require_services()
     from reviewq.models import Request
 
@@ -177,7 +177,12 @@ def test_queued_requests_survive_a_redis_restart(agent: Any) -> None:
         pytest.fail("redis-server is needed to restart a Redis of this test's own")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    services_env = {"REDIS_URL": url, "REVIEWQ_EMBEDDED_WORKER": "false", "PIPELINE_LEASE_SECONDS": "2"}
+    services_env = {
+        "REDIS_URL": url,
+        "REVIEWQ_EMBEDDED_WORKER": "false",
+        "PIPELINE_LEASE_SECONDS": "2",
+        "PIPELINE_CLAIM_SECONDS": "2",
+    }
     _, key = agent
     with private_redis(port) as first_redis, running_server(services_env) as server_url:
         ids = [_post_over_http(server_url, key, read_body())["id"] for _ in range(5)]
@@ -187,7 +192,7 @@ def test_queued_requests_survive_a_redis_restart(agent: Any) -> None:
     with private_redis(port):
         assert redis.Redis(port=port).llen("celery") == 0  # the queue is gone with the restart
         assert set(Request.objects.filter(id__in=ids).values_list("status", flat=True)) == {"received"}
-        time.sleep(2.5)  # the leases the web server gave them pass
+        time.sleep(2.5)  # the time the web server gave them to be claimed passes
         sweep_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **services_env}
         sweep = [sys.executable, "-c", SWEEP]
         swept = subprocess.run(sweep, cwd=ROOT, env=sweep_env, capture_output=True, check=True, timeout=60)

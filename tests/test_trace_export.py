@@ -364,3 +364,13 @@ def test_the_admin_action_downloads_the_selection(client: Client, traces: Traces
     )
     [line] = streamed(response).decode().splitlines()
     assert json.loads(line)["decision"] == "deny"
+
+
+def test_the_redactor_replaces_street_addresses_but_not_names_of_places() -> None:
+    """What --redact covers (README, "Training data export"): a street address written with its
+    number and street type is replaced; a town or a person's name, which has no shape, is not."""
+    redactor = Redactor()
+    text = "Send it to 98 Elm Street, Springfield, for Jane Doe; or 1200 N. Lake Shore Dr, Apt 4B."
+    assert redactor.value(text) == (
+        "Send it to <STREET_ADDRESS_1>, Springfield, for Jane Doe; or <STREET_ADDRESS_2>."
+    )

@@ -149,3 +149,38 @@ def test_values_no_conversion_explains_are_not(said: str, arguments: dict[str, A
     assert [i.validator for i in validate_grounding(arguments, [{"role": "user", "content": said}])] == [
         "grounding"
     ]
+
+
+# --- Amounts and text reviewq added ---
+
+REFUND_TALK = [{"role": "user", "content": "The order was $899.00 and I want my money back."}]
+
+
+@pytest.mark.parametrize("amount", [1.0, 1, 5])
+def test_an_amount_is_grounded_whatever_its_size(amount: float) -> None:
+    [issue] = validate_grounding({"amount": amount}, REFUND_TALK)
+    assert (issue.validator, issue.path) == ("grounding", "$.arguments.amount")
+    assert validate_grounding({"amount": 899}, REFUND_TALK) == []
+    assert validate_grounding({"refund_amount": 899.0}, REFUND_TALK) == []
+
+
+def test_a_small_count_is_still_a_choice() -> None:
+    assert validate_grounding({"quantity": 2, "page": 1}, REFUND_TALK) == []
+
+
+def test_a_value_copied_from_reviewqs_feedback_is_not_grounded() -> None:
+    """A retry once set every argument to the feedback's own words; the conversation never said them."""
+    feedback = (
+        "Your previous answer was rejected:\n- $.arguments.origin: copy this value exactly from the "
+        "conversation; yours does not appear there\nAnswer again with one valid tool call."
+    )
+    conversation = [{"role": "user", "content": "Find me a direct flight from JFK to SFO tomorrow."}]
+    # Cut where a string's maxLength (64) cut the model's answer.
+    arguments = {
+        "origin": "copy this value exactly from the conversation; yours does not ap",
+        "destination": "SFO",
+    }
+    [issue] = validate_grounding(arguments, conversation, added_text=feedback)
+    assert issue.path == "$.arguments.origin" and "feedback" in issue.message
+    # Without the feedback in the prompt the same words are not checked (no digit, not an id).
+    assert validate_grounding(arguments, conversation) == []

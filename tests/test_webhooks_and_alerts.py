@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -94,3 +97,63 @@ def test_stale_presence_does_not_count(agent: Any, receiver: Receiver, reviewer:
     )
     intake.request_create(agent_key=agent[0], payload=risky_body())
     assert json.loads(receiver.wait_for(1)[0].body)["item_id"]
+
+
+# --- Where webhooks may go ---
+
+
+@pytest.fixture
+def redirector(receiver: Receiver) -> Iterator[str]:
+    """A URL that answers every POST with a redirect to ``receiver``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(307)
+            self.send_header("Location", receiver.url)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_is_not_followed(agent: Any, receiver: Receiver, redirector: str) -> None:
+    request, _ = intake.request_create(agent_key=agent[0], payload=read_body(callback_url=redirector))
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert (delivery.status, delivery.last_error) == ("pending", "HTTP 307")  # retried later, never followed
+    assert receiver.received == []
+
+
+def test_ops_can_restrict_callback_hosts(client: Any, agent: Any, receiver: Receiver, settings: Any) -> None:
+    settings.WEBHOOK_ALLOWED_HOSTS = ["hooks.example.com", ".partner.example"]
+    response = client.post(
+        "/api/v1/requests",
+        json.dumps(read_body(callback_url=receiver.url)),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {agent[1]}",
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_callback_url")
+    assert webhooks.callback_url_problem("https://api.partner.example/hook") is None
+    assert webhooks.callback_url_problem("https://hooks.example.com/x") is None
+    assert webhooks.callback_url_problem("https://evil.example/x") is not None
+
+
+def test_private_addresses_are_refused_when_not_allowed(
+    agent: Any, receiver: Receiver, settings: Any
+) -> None:
+    """The default in production: a literal private address is refused at intake, and a name that
+    resolves to one (here localhost) is refused when the delivery would be sent."""
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    assert "not a public address" in (webhooks.callback_url_problem(receiver.url) or "")
+    assert webhooks.callback_url_problem("http://169.254.169.254/latest/meta-data") is not None
+    by_name = receiver.url.replace("127.0.0.1", "localhost")
+    request, _ = intake.request_create(agent_key=agent[0], payload=read_body(callback_url=by_name))
+    delivery = WebhookDelivery.objects.get(request=request)
+    assert delivery.status == "failed" and "not a public address" in delivery.last_error
+    assert receiver.received == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.db import migrations
 
+from reviewq.migrations._vendor_sql import run_by_vendor
+
 POSTGRES = [
     "CREATE TABLE IF NOT EXISTS reviewq_audit_maintenance (enabled integer NOT NULL)",
     """
@@ -54,20 +56,12 @@ SQLITE_REVERSE = [
 ]
 
 
-def _run(statements_by_vendor: dict[str, list[str]]):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor) -> None:  # type: ignore[no-untyped-def]
-        for statement in statements_by_vendor.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(statement, params=None)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("reviewq", "0001_initial")]
 
     operations = [
         migrations.RunPython(
-            _run({"postgresql": POSTGRES, "sqlite": SQLITE}),
-            _run({"postgresql": POSTGRES_REVERSE, "sqlite": SQLITE_REVERSE}),
+            run_by_vendor({"postgresql": POSTGRES, "sqlite": SQLITE}),
+            run_by_vendor({"postgresql": POSTGRES_REVERSE, "sqlite": SQLITE_REVERSE}),
         )
     ]

@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from reviewq.runtime.redis_connection import shared_redis
+from reviewq.runtime.redis_connection import listening_redis, redis_failed, shared_redis
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def announce(request_id: str) -> None:
         return
     try:
         shared_redis().publish(CHANNEL, request_id)
-    except Exception:  # a hint only: the waiters' slow re-read still sees the final state
-        logger.warning("could not publish that request %s is final", request_id, exc_info=True)
+    except Exception:  # noqa: BLE001 - a hint only: the waiters' slow re-read sees the final state
+        redis_failed("finality announcement")
 
 
 @contextmanager
@@ -107,11 +107,11 @@ def _wake_local(request_id: str) -> bool:
 def _listen() -> None:
     while True:
         try:
-            with shared_redis().pubsub(ignore_subscribe_messages=True) as pubsub:
+            with listening_redis().pubsub(ignore_subscribe_messages=True) as pubsub:
                 pubsub.subscribe(CHANNEL)
                 for message in pubsub.listen():
                     if isinstance(message.get("data"), bytes):
                         _wake_local(message["data"].decode())
-        except Exception:
-            logger.warning("the finality listener lost Redis; reconnecting", exc_info=True)
+        except Exception:  # noqa: BLE001 - reconnects; waiters meanwhile re-read on their slow timer
+            redis_failed("finality listener")
         time.sleep(RECONNECT_SECONDS)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 from typing import Any
@@ -29,6 +32,57 @@ logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
 # While a sender works on a delivery, nobody else picks it up.
 SEND_LEASE_SECONDS = 30
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a new destination: the receiver is told to fix its URL."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why an agent may not ask for callbacks to ``url`` (WEBHOOK_ALLOWED_HOSTS, and a literal
+    private address when WEBHOOK_ALLOW_PRIVATE is off), or None."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    allowed = [entry.lower() for entry in settings.WEBHOOK_ALLOWED_HOSTS]
+    if allowed and not any(
+        host == entry or (entry.startswith(".") and host.endswith(entry)) for entry in allowed
+    ):
+        return (
+            f"callback_url: {host!r} is not one of the hosts this gateway calls back (WEBHOOK_ALLOWED_HOSTS)"
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: checked again where it resolves, at delivery
+    if not settings.WEBHOOK_ALLOW_PRIVATE and not address.is_global:
+        return f"callback_url: {host} is not a public address"
+    return None
+
+
+def _destination_problem(url: str, kind: str) -> str | None:
+    """Why this delivery may not be sent to ``url`` now: its host is not allowed, or resolves to
+    an address that is not public while WEBHOOK_ALLOW_PRIVATE is off."""
+    if kind == WebhookDelivery.Kind.CALLBACK:
+        problem = callback_url_problem(url)
+        if problem:
+            return problem
+    if settings.WEBHOOK_ALLOW_PRIVATE:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname or "", parts.port or 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        return f"{parts.hostname} does not resolve: {exc}"
+    for info in infos:
+        address = str(info[4][0])
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            return f"{parts.hostname} resolves to {address}, which is not a public address"
+    return None
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -110,9 +164,16 @@ def deliver(delivery_id: int) -> bool:
     }
     if delivery.request is not None and delivery.request.agent_key.webhook_secret:
         headers["X-Reviewq-Signature"] = signature(delivery.request.agent_key.webhook_secret, timestamp, body)
+    refused = _destination_problem(delivery.url, delivery.kind)
+    if refused:
+        WebhookDelivery.objects.filter(id=delivery.id).update(
+            status=WebhookDelivery.Status.FAILED, last_error=refused
+        )
+        logger.warning("webhook %s to %s refused: %s", delivery.delivery_id, delivery.url, refused)
+        return False
     error = ""
     try:
-        with urllib.request.urlopen(
+        with _OPENER.open(
             urllib.request.Request(delivery.url, data=body, headers=headers, method="POST"),
             timeout=settings.WEBHOOK_TIMEOUT_S,
         ) as response:

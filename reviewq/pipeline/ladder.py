@@ -99,7 +99,10 @@ def propose_with_slm(
             return outcome
         uncertainty = generation.uncertainty
         parsed, action, issues = parse_answer(
-            task, generation.text, confidence=uncertainty.confidence if uncertainty else None
+            task,
+            generation.text,
+            confidence=uncertainty.confidence if uncertainty else None,
+            feedback=feedback,
         )
         outcome.attempts.append(Attempt(route.model.name, route.model.tier, generation.text, issues))
         trigger = ""
@@ -210,7 +213,7 @@ def escalate(
                 trigger=Trigger.BACKEND_ERROR,
                 failure=f"{slm.failure}; LLM {route.model.name} failed: {exc}",
             )
-        parsed, action, issues = parse_answer(task, generation.text)
+        parsed, action, issues = parse_answer(task, generation.text, feedback=prompt.feedback)
         attempts.append(Attempt(route.model.name, route.model.tier, generation.text, issues))
         model_call_record(
             request_id=request.id,

@@ -2,6 +2,10 @@
 
 Rules that no configuration can loosen:
 - a tool ops have not registered (no enabled ToolSpec) is held for a human: it may have effects;
+- for a tool ops registered, ops' definition is the truth: an agent's definition whose
+  description or parameters differ from the ones ops registered is held, with the differences
+  shown to the reviewer (text is compared after Unicode normalisation, so look-alike letters
+  and invisible characters count as a difference);
 - the agent's own description of a tool can add risk tags, never remove them;
 - nothing the model says is an input: risk comes from the tool, its arguments and measured
   uncertainty, so a prompt injection cannot talk an action into release;
@@ -17,19 +21,19 @@ Rules that no configuration can loosen:
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from reviewq import untrusted
 from reviewq.config.snapshot import Configuration, current_configuration
 from reviewq.errors import ApplicationError
-from reviewq.models import RiskPolicy, ToolSpec
+from reviewq.models import RISKY_TAGS, RiskPolicy, ToolSpec
 from router.conditions import evaluate_condition
 from router.contracts import Tier
 from router.pii import PIIFinding, find_pii
 
-RISKY_TAGS = frozenset({"payment", "pii", "destructive"})
 # Strictest last: the plan's decision is the max over its calls.
 _STRICTNESS = {
     RiskPolicy.Decision.AUTO: 0,
@@ -74,7 +78,10 @@ class CallContext:
     arguments: dict[str, Any]
     uncertainty: float | None = None
     tier: str = ""
-    agent_description: str = ""
+    # The agent's own definition of the tool, as it sent it; None when there is none to compare
+    # (a pasted action in the admin's preview).
+    agent_description: str | None = None
+    agent_parameters: dict[str, Any] | None = None
     path: str = "$.arguments"  # where the arguments are in the action, for PII findings
 
     def pii(self) -> list[PIIFinding]:
@@ -89,35 +96,104 @@ class PolicyDecision:
     risk_tags: list[str] = field(default_factory=list)
     # Personal data in the action's arguments, found once per proposal (policies match on it).
     pii: list[PIIFinding] = field(default_factory=list)
+    # How the agent's definitions of the called tools differ from the ones ops registered.
+    definition_differences: list[str] = field(default_factory=list)
 
     @property
     def pii_kinds(self) -> list[str]:
         return sorted({finding.kind for finding in self.pii})
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        trail: dict[str, Any] = {
             "decision": self.decision,
             "policy": self.policy.name if self.policy else None,
             "reason": self.reason,
             "risk_tags": self.risk_tags,
         }
+        if self.definition_differences:
+            trail["definition_differences"] = self.definition_differences
+        return trail
 
     def needs_llm_proposal(self, tier: str) -> bool:
         """The matching policy accepts only LLM-tier proposals, and this one is from ``tier``."""
         return self.policy is not None and self.policy.requires_llm and tier == Tier.SLM
 
 
+def normalized_text(text: str) -> str:
+    """``text`` as compared and searched: NFKC (fullwidth letters become plain ones), without
+    format characters (zero-width spaces and joiners), whitespace collapsed, case folded."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = "".join(char for char in text if unicodedata.category(char) != "Cf")
+    return " ".join(text.split()).casefold()
+
+
 def description_tags(description: str) -> set[str]:
-    """Risk tags an agent's own tool description reveals (they only ever add to ops' tags)."""
-    description = description or ""
+    """Risk tags an agent's own tool description reveals (they only ever add to ops' tags).
+
+    A keyword list cannot read every language or phrasing: it only adds tags where ops
+    registered no definition to compare with (see ``definition_differences``).
+    """
+    description = normalized_text(description)
     tags = {tag for tag, pattern in _DESCRIPTION_TAGS if pattern.search(description)}
     if _PII_NOUN.search(description) and _WRITE_VERB.search(description):
         tags.add("pii")
     return tags
 
 
-def _same_text(a: str, b: str) -> bool:
-    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+# Schema keywords that only annotate: a difference in them changes nothing about the call.
+_ANNOTATIONS = frozenset({"description", "title", "examples", "$comment", "deprecated"})
+_NAMED_SUBSCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+
+
+def _shape(schema: Any) -> Any:
+    """A schema without its annotations (descriptions, titles, examples)."""
+    if isinstance(schema, list):
+        return [_shape(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    shaped = {}
+    for key, value in schema.items():
+        if key in _ANNOTATIONS and isinstance(value, str | list | bool):
+            continue
+        if key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            shaped[key] = {name: _shape(sub) for name, sub in value.items()}
+        else:
+            shaped[key] = _shape(value)
+    return shaped
+
+
+def definition_differences(tool: ToolSpec, description: str, parameters: dict[str, Any] | None) -> list[str]:
+    """How an agent's definition of ``tool`` differs from the one ops registered, in words for the
+    reviewer. What ops left empty (a description, the parameters) is not compared, nor parameters
+    the caller does not have (None)."""
+    differences = []
+    if tool.description.strip() and normalized_text(description) != normalized_text(tool.description):
+        differences.append(
+            f"description: the agent sent {description[:300]!r}; ops registered {tool.description[:300]!r}"
+        )
+    if tool.parameters and parameters is not None:
+        ours, theirs = _shape(tool.parameters), _shape(parameters)
+        if ours != theirs:
+            differences.append("parameters: " + _parameter_changes(ours, theirs))
+    return differences
+
+
+def _parameter_changes(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    mine, sent = ours.get("properties") or {}, theirs.get("properties") or {}
+    changes = [f"adds {name!r}" for name in sent if name not in mine]
+    changes += [f"drops {name!r}" for name in mine if name not in sent]
+    changes += [f"changes {name!r}" for name in mine if name in sent and mine[name] != sent[name]]
+    if set(ours.get("required") or []) != set(theirs.get("required") or []):
+        changes.append(
+            f"requires {sorted(theirs.get('required') or [])} instead of {sorted(ours.get('required') or [])}"
+        )
+    rest = {
+        key
+        for key in set(ours) | set(theirs)
+        if key not in ("properties", "required") and ours.get(key) != theirs.get(key)
+    }
+    changes += [f"changes {key!r}" for key in sorted(rest)]
+    return ", ".join(changes) or "they differ"
 
 
 def policy_matches(policy: RiskPolicy, call: CallContext, tags: set[str], pii_kinds: list[str]) -> str | None:
@@ -166,10 +242,16 @@ def decide_call(
     pii = call.pii()
     pii_kinds = [finding.kind for finding in pii]
     tool = tools.get(call.name)
-    # Ops tagged a registered tool having read its description: the agent's copy of that same
-    # description reveals nothing new. Any other wording is read for risks ops did not tag.
-    reviewed = tool is not None and _same_text(call.agent_description, tool.description)
-    inferred = set() if reviewed else description_tags(call.agent_description)
+    sent = call.agent_description is not None
+    differences = (
+        definition_differences(tool, call.agent_description or "", call.agent_parameters)
+        if tool and sent
+        else []
+    )
+    # Ops tagged a registered tool having read its definition: the agent's copy of that same
+    # definition reveals nothing new. Any other wording is read for risks ops did not tag.
+    pinned = tool is not None and bool(tool.description.strip())
+    inferred = set() if pinned and not differences else description_tags(call.agent_description or "")
     if tool is None:
         return PolicyDecision(
             RiskPolicy.Decision.HUMAN,
@@ -193,14 +275,32 @@ def decide_call(
                 f"; held: {', '.join(sorted(tags & RISKY_TAGS))} actions are released automatically only by "
                 "a policy that names the tool or tag and carries a condition"
             )
-        return PolicyDecision(decision, reason, policy, sorted(tags), pii)
-    return PolicyDecision(
+        return _held_if_redefined(
+            PolicyDecision(decision, reason, policy, sorted(tags), pii), call, differences
+        )
+    unmatched = PolicyDecision(
         RiskPolicy.Decision.HUMAN,
         f"no policy matched {call.name!r}; held by default",
         None,
         sorted(tags),
         pii,
     )
+    return _held_if_redefined(unmatched, call, differences)
+
+
+def _held_if_redefined(decision: PolicyDecision, call: CallContext, differences: list[str]) -> PolicyDecision:
+    """A call whose tool the agent defined otherwise than ops goes to a human (or stays blocked),
+    and the reason says how the definitions differ."""
+    decision.definition_differences = differences
+    if not differences:
+        return decision
+    if _STRICTNESS[RiskPolicy.Decision(decision.decision)] < _STRICTNESS[RiskPolicy.Decision.HUMAN]:
+        decision.decision = RiskPolicy.Decision.HUMAN
+    listed = "; ".join(differences)
+    decision.reason += (
+        f"; the agent's definition of {call.name!r} differs from the one ops registered ({listed})"
+    )
+    return decision
 
 
 def decide_action(calls: list[CallContext], *, configuration: Configuration | None = None) -> PolicyDecision:
@@ -217,6 +317,7 @@ def decide_action(calls: list[CallContext], *, configuration: Configuration | No
     strictest = max(decisions, key=lambda d: _STRICTNESS[RiskPolicy.Decision(d.decision)])
     strictest.risk_tags = sorted({tag for d in decisions for tag in d.risk_tags})
     strictest.pii = [finding for d in decisions for finding in d.pii]
+    strictest.definition_differences = [text for d in decisions for text in d.definition_differences]
     return strictest
 
 
@@ -258,14 +359,17 @@ def calls_of(
     action: dict[str, Any], tools: list[dict[str, Any]], *, uncertainty: float | None = None, tier: str = ""
 ) -> list[CallContext]:
     """The policy inputs for each call of a tool_calls action."""
-    descriptions = {tool["function"]["name"]: tool["function"].get("description", "") for tool in tools}
+    definitions = {tool["function"]["name"]: tool["function"] for tool in tools}
     return [
         CallContext(
             name=call["name"],
             arguments=call.get("arguments") or {},
             uncertainty=uncertainty,
             tier=tier,
-            agent_description=descriptions.get(call["name"], ""),
+            agent_description=definitions[call["name"]].get("description", "")
+            if call["name"] in definitions
+            else None,
+            agent_parameters=definitions.get(call["name"], {}).get("parameters"),
             path=f"$.tool_calls[{index}].arguments",
         )
         for index, call in enumerate(action.get("tool_calls", []))
@@ -275,9 +379,9 @@ def calls_of(
 def preview_policies(text: str, *, uncertainty: float | None = None, tier: str = Tier.SLM) -> dict[str, Any]:
     """For the admin preview: the decision on a pasted action, and each policy's verdict on each call."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApplicationError("invalid_preview", f"not valid JSON: {exc.msg}") from None
+        value = untrusted.loads(text, "the action")
+    except untrusted.UntrustedInputError as exc:
+        raise ApplicationError("invalid_preview", exc.message) from None
     if isinstance(value, dict) and "tool_calls" in value:
         value = value["tool_calls"]
     calls = value if isinstance(value, list) else [value]

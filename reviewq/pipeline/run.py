@@ -17,6 +17,7 @@ from reviewq.models import DecisionBy, Request, RequestStatus, RiskPolicy
 from reviewq.pipeline.ladder import Outcome, TakenOver, escalate, propose_with_slm, route_slm
 from reviewq.pipeline.outcome import apply_policy, hold
 from reviewq.pipeline.policies import PolicyDecision, decide_answer
+from reviewq.runtime.leases import keeping_lease
 from reviewq.transitions import move_request
 from router.contracts import Trigger
 from router.prompts import TaskSpec, build_prompt, task_type_of
@@ -51,30 +52,31 @@ def run_pipeline(request_id: Any) -> None:
     ):
         return  # lost the claim to another worker
 
-    try:
-        outcome = propose_with_slm(request, task, escalation, route, prompt) if route else no_route
-        decision = _decision_for(request, outcome, configuration)
-        if decision is not None and decision.needs_llm_proposal(outcome.tier):
-            assert decision.policy is not None
-            outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
-            outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
-        if outcome.action is None:
-            outcome = escalate(request, task, escalation, outcome, configuration)
+    with keeping_lease(request.id):  # a long proposal is not swept while it runs
+        try:
+            outcome = propose_with_slm(request, task, escalation, route, prompt) if route else no_route
             decision = _decision_for(request, outcome, configuration)
-    except TakenOver:
-        return
-    if outcome.action is None or decision is None:
-        trail = {
-            "by": DecisionBy.PIPELINE,
-            "decision": RiskPolicy.Decision.HUMAN,
-            "reason": outcome.failure,
-            "model": outcome.model or None,
-            "tier": outcome.tier or None,
-            "escalation_trigger": outcome.trigger or None,
-        }
-        hold(request, reason=outcome.failure, trail=trail)
-        return
-    apply_policy(request, outcome, decision)
+            if decision is not None and decision.needs_llm_proposal(outcome.tier):
+                assert decision.policy is not None
+                outcome.action, outcome.trigger = None, Trigger.POLICY_REQUIRES_LLM
+                outcome.failure = f"policy {decision.policy.name!r} requires an LLM-tier proposal"
+            if outcome.action is None:
+                outcome = escalate(request, task, escalation, outcome, configuration)
+                decision = _decision_for(request, outcome, configuration)
+        except TakenOver:
+            return
+        if outcome.action is None or decision is None:
+            trail = {
+                "by": DecisionBy.PIPELINE,
+                "decision": RiskPolicy.Decision.HUMAN,
+                "reason": outcome.failure,
+                "model": outcome.model or None,
+                "tier": outcome.tier or None,
+                "escalation_trigger": outcome.trigger or None,
+            }
+            hold(request, reason=outcome.failure, trail=trail)
+            return
+        apply_policy(request, outcome, decision)
 
 
 def _decision_for(request: Request, outcome: Outcome, configuration: Configuration) -> PolicyDecision | None:

@@ -21,6 +21,7 @@ from django.db import connections, transaction
 from django.utils.module_loading import import_string
 
 from reviewq.celery import app
+from reviewq.runtime.redis_connection import redis_failed
 
 logger = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
@@ -42,8 +43,8 @@ def publish(task_name: str, *args: Any) -> None:
         return
     try:
         app.send_task(task_name, args=list(args))
-    except Exception:
-        logger.exception("could not publish %s%r; a periodic pass will pick it up", task_name, args)
+    except Exception:  # noqa: BLE001 - the broker is down: the work waits in the database for the sweeper
+        redis_failed("task hand-over")
 
 
 def _embedded_executor() -> ThreadPoolExecutor:

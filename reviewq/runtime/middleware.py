@@ -24,11 +24,10 @@ def request_id_for(request: HttpRequest) -> str:
     return given if _ACCEPTABLE_ID.match(given) else uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
-    """Binds ``X-Request-ID`` (generated when absent) for the request and echoes it back.
-
-    Both sync and async capable, so under ASGI it adds no thread hop of its own.
-    """
+class EitherModeMiddleware:
+    """A middleware that runs sync or async, as the chain around it does: under ASGI it adds no
+    thread hop of its own. Subclasses write ``__call__`` (which returns ``self.__acall__(request)``
+    when ``self.is_async``) and ``__acall__``."""
 
     sync_capable = True
     async_capable = True
@@ -37,7 +36,11 @@ class RequestIdMiddleware:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
-            markcoroutinefunction(self)
+            markcoroutinefunction(self)  # type: ignore[type-var]  # subclasses define __call__
+
+
+class RequestIdMiddleware(EitherModeMiddleware):
+    """Binds ``X-Request-ID`` (generated when absent) for the request and echoes it back."""
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.is_async:

@@ -18,9 +18,10 @@ from django.utils import timezone
 from reviewq import audit
 from reviewq.config.snapshot import current_configuration
 from reviewq.errors import ApplicationError
-from reviewq.models import Approval, DecisionBy, GoldenTrace, RequestStatus, ReviewItem
+from reviewq.models import Approval, DecisionBy, GoldenTrace, RequestStatus, ReviewItem, RiskPolicy
 from reviewq.notify import push
 from reviewq.notify.finish import finish_request
+from reviewq.pipeline.policies import PolicyDecision, decide_answer
 from router.answers import tool_calls_action
 from router.validators import validate_tool_call
 
@@ -47,11 +48,15 @@ def review_claim(*, item_id: int, reviewer: User) -> ReviewItem:
     return item
 
 
-def review_approve(*, item_id: int, reviewer: User) -> ReviewItem:
+def review_approve(
+    *, item_id: int, reviewer: User, seen_digest: str | None = None, confirmed_digest: str | None = None
+) -> ReviewItem:
     """Approves the action under review; it is released once enough reviewers approved it.
 
     With a four-eyes policy the first approval is recorded and the item stays pending until a
-    second, different reviewer approves the same action.
+    second, different reviewer approves the same action. From the browser (``seen_digest`` given):
+    the action must still be the one the reviewer saw, and a payment, PII or destructive action
+    must have been confirmed by name (``confirmed_digest``).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -60,6 +65,18 @@ def review_approve(*, item_id: int, reviewer: User) -> ReviewItem:
         if item.action_under_review is None:
             raise ApplicationError(
                 "no_proposal", "there is no valid proposal to approve; edit or deny it", status=409
+            )
+        if seen_digest is not None and seen_digest != item.action_digest:
+            raise ApplicationError(
+                "action_changed", "the action changed since you opened it: look at it again", status=409
+            )
+        if (
+            seen_digest is not None
+            and item.needs_confirmed_approval
+            and confirmed_digest != item.action_digest
+        ):
+            raise ApplicationError(
+                "confirm_required", f"confirm that you approve {item.action_summary}", status=409
             )
         if item.approvals.filter(reviewer=reviewer).exists():
             raise ApplicationError(
@@ -79,7 +96,10 @@ def review_approve(*, item_id: int, reviewer: User) -> ReviewItem:
 def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]]) -> ReviewItem:
     """Replaces the action under review with the reviewer's version, once it passes the validators.
 
-    The editor's own approval counts for the edited action; earlier approvals were for another
+    The edited action goes through the risk policies as a model's proposal does, and the stricter
+    of the two decisions wins: a policy that blocks it refuses the edit; one that needs more
+    approvals or another reviewer group raises the item's. The editor's own approval counts for
+    the edited action if they may decide it under those terms; earlier approvals were for another
     action and no longer count.
     """
     now = timezone.now()
@@ -88,8 +108,9 @@ def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]
         item.check_may_decide(reviewer, now)
         if not tool_calls:
             raise ApplicationError("invalid_edit", "an edited action needs at least one tool call")
+        configuration = current_configuration()
         # Schema and business rules, not grounding: a reviewer's value is evidence in itself.
-        rules = current_configuration().tool_rules(tool["function"]["name"] for tool in item.request.tools)
+        rules = configuration.tool_rules(tool["function"]["name"] for tool in item.request.tools)
         for index, call in enumerate(tool_calls):
             issues = validate_tool_call(call, item.request.tools, rules=rules)
             if issues:
@@ -101,18 +122,60 @@ def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]
         action = tool_calls_action(tool_calls)
         if item.action_under_review:
             action["id"] = item.action_under_review["id"]  # the agent's idempotency key stays stable
-        ReviewItem.objects.filter(id=item.id).update(action_under_review=action)
+        decision = decide_answer(action, item.request.tools, configuration=configuration)
+        if decision.decision == RiskPolicy.Decision.BLOCK:
+            raise ApplicationError(
+                "blocked_by_policy",
+                f"{decision.reason}: this action is never released; deny instead",
+                status=403,
+            )
+        _apply_stricter_terms(item, decision)
         item.action_under_review = action
+        ReviewItem.objects.filter(id=item.id).update(
+            action_under_review=action,
+            required_approvals=item.required_approvals,
+            reviewer_group_id=item.reviewer_group_id,
+            policy=item.policy,
+            risk_tags=item.risk_tags,
+            hold_reason=item.hold_reason,
+        )
         item.approvals.all().delete()
-        Approval.objects.create(item=item, reviewer=reviewer, action=action)
         audit.record(
             kind="edit",
             actor=reviewer.get_username(),
             request_id=item.request_id,
             item_id=item.id,
             action=action,
+            policy=decision.policy.name if decision.policy else None,
         )
+        try:
+            item.check_may_decide(reviewer, now)  # under the edited action's terms
+        except ApplicationError:
+            item.refresh_from_db()
+            transaction.on_commit(lambda: push.push_item_upserted(item))
+            return item  # the edit stands; someone of the policy's group approves it
+        Approval.objects.create(item=item, reviewer=reviewer, action=action)
         return _finish_if_approved(item, now)
+
+
+def _apply_stricter_terms(item: ReviewItem, decision: PolicyDecision) -> None:
+    """The item's approvals and group as the stricter of its own and the edited action's policy."""
+    policy = decision.policy
+    item.risk_tags = sorted(set(item.risk_tags or []) | set(decision.risk_tags))
+    if policy is None:
+        return
+    stricter = []
+    if policy.required_approvals > item.required_approvals:
+        item.required_approvals = policy.required_approvals
+        stricter.append(f"{policy.required_approvals} approvals")
+    if policy.reviewer_group_id and policy.reviewer_group_id != item.reviewer_group_id:
+        item.reviewer_group_id = policy.reviewer_group_id
+        stricter.append("its reviewer group")
+    if stricter:
+        item.policy = policy
+        item.hold_reason += (
+            f" | The edited action falls under policy {policy.name!r}: {' and '.join(stricter)}."
+        )
 
 
 def review_deny(*, item_id: int, reviewer: User, reason: str) -> ReviewItem:

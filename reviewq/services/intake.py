@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from reviewq.errors import ApplicationError
 from reviewq.models import AgentKey, Request
+from reviewq.notify.webhooks import callback_url_problem
 from reviewq.runtime.dispatch import later
 from router.prompts import check_response_schema
 from router.schemas import tool_function
@@ -65,6 +66,10 @@ def request_create(
     """
     _check_tools(payload.get("tools") or [])
     _check_tool_history(payload["messages"])
+    if payload.get("callback_url"):
+        problem = callback_url_problem(payload["callback_url"])
+        if problem:
+            raise ApplicationError("invalid_callback_url", problem, status=422)
     if payload.get("response_schema") is not None:
         problem = check_response_schema(payload["response_schema"])
         if problem:
@@ -94,7 +99,8 @@ def request_create(
                 parallel_tool_calls=payload.get("parallel_tool_calls", False),
                 callback_url=payload.get("callback_url") or "",
                 metadata=payload.get("metadata") or {},
-                lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_LEASE_SECONDS),
+                # Claimed within seconds unless its hand-over was lost: then the sweeper hands it over.
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.PIPELINE_CLAIM_SECONDS),
             )
     except IntegrityError:
         # A concurrent POST with the same key won the insert: answer with its request.

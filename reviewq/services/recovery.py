@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,11 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def sweep_stuck_requests() -> int:
-    """Re-enqueues requests whose worker lease has passed (crashed worker, lost task)."""
+    """Re-enqueues requests whose worker lease has passed (crashed worker, lost task); fails those
+    the pipeline already ran PIPELINE_MAX_RUNS times for. Returns how many it re-enqueued."""
     now = timezone.now()
     stuck = Request.objects.filter(status__in=list(WORKING_STATUSES), lease_expires_at__lt=now)
     count = 0
-    for request_id, status in stuck.values_list("id", "status")[:500]:
+    for request_id, status, runs in stuck.values_list("id", "status", "pipeline_runs")[:500]:
+        if runs >= settings.PIPELINE_MAX_RUNS:
+            _give_up(request_id, status, runs)
+            continue
         with transaction.atomic():
             if move_request(request_id, from_statuses=[status], to_status=RequestStatus.RECEIVED):
                 enqueue_pipeline(request_id)
@@ -30,6 +36,21 @@ def sweep_stuck_requests() -> int:
     if count:
         logger.warning("re-enqueued %d requests whose lease had passed", count)
     return count
+
+
+def _give_up(request_id: Any, status: str, runs: int) -> None:
+    reason = (
+        f"the pipeline ran {runs} times for this request without finishing (it stopped in {status}); "
+        "it is not retried again"
+    )
+    if finish_request(
+        request_id,
+        from_statuses=[status],
+        to_status=RequestStatus.FAILED,
+        failure_reason=reason,
+        decision={"by": DecisionBy.PIPELINE, "decision": "fail", "reason": reason},
+    ):
+        logger.error("request %s failed: %s", request_id, reason)
 
 
 def expire_review_items() -> int:

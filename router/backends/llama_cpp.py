@@ -56,6 +56,12 @@ OPENMP_SPIN_SECONDS = 0.01
 _CHAT_MARKER = re.compile(r"<\|im_(?:start|end)\|>")
 
 
+def _copy_source(prompt: Prompt) -> str:
+    """The text a value being written may be copied from: what the agent sent, never the
+    feedback reviewq added (a retry once copied the feedback's own words into every argument)."""
+    return _CHAT_MARKER.sub("\n", "\n".join(turn.as_text() for turn in chat_turns(prompt.conversation)))
+
+
 def render_chatml(prompt: Prompt) -> tuple[str, str]:
     """The prompt as ChatML: (system prefix, rest). The prefix is stable for a tool set."""
     # SmolLM2 was not trained on a tool role: a labelled user turn reads as a tool result.
@@ -153,7 +159,7 @@ class LlamaCppBackend:
             try:
                 prefix_source, evaluated = self._prefill(prefix_text, prefix, tokens)
                 prefilled = time.perf_counter()
-                copy_source = _CHAT_MARKER.sub("\n", rest_text)
+                copy_source = _copy_source(prompt)
                 text, n_out, logprobs = self._decode(grammar, prompt, copy_source=copy_source)
             except BackendError:
                 raise

@@ -12,8 +12,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("name")
-        parser.add_argument(
-            "--owner", help="Username of the person behind the agent; they may not review its requests."
+        ownership = parser.add_mutually_exclusive_group()
+        ownership.add_argument(
+            "--owner",
+            help="Username of the person who raises requests with this key: they may never decide on them.",
+        )
+        ownership.add_argument(
+            "--no-owner",
+            action="store_true",
+            help="Nobody is behind this key (a service account); say so explicitly, since then no "
+            "reviewer is kept from deciding on its requests.",
         )
         parser.add_argument(
             "--scope",
@@ -23,6 +31,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
+        if options["scope"] == AgentKey.Scope.AGENT and not options["owner"] and not options["no_owner"]:
+            # Separation of duties needs to know who is behind a key: never leave it to chance.
+            raise CommandError(
+                "say who raises requests with this key, so that they never decide on them: "
+                "--owner USERNAME (or --no-owner for a key nobody is behind)"
+            )
         owner = None
         if options["owner"]:
             owner = get_user_model().objects.filter(username=options["owner"]).first()
