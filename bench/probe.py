@@ -14,7 +14,7 @@ categories of a span add up to its wall time:
 - ``db``: Django's SQL compilers' ``execute_sql`` (SQL building, the round trip, fetching rows)
   and ``_commit`` — the ORM's database work, not model instantiation;
 - ``connect``: ``BaseDatabaseWrapper.connect`` (a new connection, or one from a pool);
-- ``routing``: ``current_configuration``, ``task_spec_for``, ``choose_model``,
+- ``routing``: ``current_configuration``, ``task_spec_for``, ``rungs``,
   ``estimate_tokens``, ``build_prompt``, ``get_backend``;
 - ``model``: the backend's ``generate`` (LlamaCppBackend or FakeBackend); llama.cpp's
   ``last_stats`` (prefill/decode split, prefix-cache hit) are kept per call;
@@ -195,7 +195,7 @@ def install() -> None:
         (run, "current_configuration"),
         (run, "task_spec_for"),
         (run, "build_prompt"),
-        (ladder, "choose_model"),
+        (ladder, "rungs"),
         (ladder, "estimate_tokens"),
         (ladder, "build_prompt"),
         (ladder, "get_backend"),

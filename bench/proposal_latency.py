@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from router.backends.base import Generation, Prompt  # noqa: E402
-from router.backends.llama_cpp import LlamaCppBackend, runnable_threads  # noqa: E402
+from router.backends.llama_cpp import STATE_CACHE_BYTES, LlamaCppBackend, runnable_threads  # noqa: E402
 from router.schemas import tool_choice_schema  # noqa: E402
 
 TOOLS_FILE = ROOT / "reviewq" / "data" / "retail_tools.json"
@@ -108,7 +108,7 @@ def proposals(backend: LlamaCppBackend, tools: list[dict[str, Any]], runs: int) 
             numbers[extended_drafts].append(number)
             decode_ms[extended_drafts].append(backend.last_stats["decode_ms"])
             batches[extended_drafts].append(backend.last_stats["decode_batches"])
-            sources[backend.last_stats["prefix"]] += 1
+            sources[backend.last_stats["reused"]] += 1
     backend.extended_drafts = True
     results = variants[True]
     parsed, valid, names = 0, 0, Counter[str]()
@@ -203,9 +203,9 @@ def alternating(
 ) -> None:
     """Requests alternating between two tool sets: saved prefix states against re-evaluation."""
     small = tools[-5:]  # shares only the instruction with the full list, not the first tools
-    for cache_size in (8, 0):
+    for cache_bytes in (STATE_CACHE_BYTES, 0):
         backend = LlamaCppBackend(
-            model, n_threads=threads, prefix_cache_size=cache_size, n_gpu_layers=gpu_layers
+            model, n_threads=threads, state_cache_bytes=cache_bytes, n_gpu_layers=gpu_layers
         )
         for tool_set in (tools, small):  # first sight of each prefix: evaluated either way
             backend.generate(make_prompt(tool_set, 1000000))
@@ -215,12 +215,12 @@ def alternating(
             tool_set = tools if run % 2 == 0 else small
             result = backend.generate(make_prompt(tool_set, 1000001 + run))
             latencies[len(tool_set)].append(result.latency_ms)
-            sources[backend.last_stats["prefix"]] += 1
-        label = "with prefix-state restore" if cache_size else "without prefix-state restore"
-        print(f"alternating {len(tools)} tools / last {len(small)} tools, {label} (prefix {dict(sources)}):")
+            sources[backend.last_stats["reused"]] += 1
+        label = "with prefix-state restore" if cache_bytes else "without prefix-state restore"
+        print(f"alternating {len(tools)} tools / last {len(small)} tools, {label} (reused {dict(sources)}):")
         for count, values in latencies.items():
             print("  " + summary(f"{count} tools", values))
-        print(f"  saved prefix states: {backend.prefix_state_bytes() / 1e6:.1f} MB")
+        print(f"  saved states: {backend.saved_state_bytes() / 1e6:.1f} MB")
         del backend
 
 

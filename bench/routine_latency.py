@@ -299,7 +299,7 @@ def analyse(
         decode = summary([c["decode_ms"] for c in llama])
         evaluated = summary([c["prompt_tokens_evaluated"] for c in llama])
         batches = summary([c.get("decode_batches", 0) for c in llama])
-        sources = Counter(c["prefix"] for c in llama)
+        sources = Counter(c["reused"] for c in llama)
         # Prompt and decode evaluations, and how many of them ran on every core (machine idle).
         evaluations = sum(c.get("decode_batches", 0) + 1 for c in llama)
         on_idle = sum(c.get("evaluations_on_idle_threads", 0) for c in llama)
@@ -307,7 +307,7 @@ def analyse(
             f"llama.cpp per call: prefill p50 {prefill['p50']:.0f} ms, decode p50 {decode['p50']:.0f} ms "
             f"(p95 {decode['p95']:.0f}) in {batches['p50']:.0f} model evaluations (p50), "
             f"prompt tokens evaluated p50 {evaluated['p50']:.0f}, "
-            f"prefix {dict(sources)}; on every core (MODEL_THREADS_WHEN_IDLE): "
+            f"reused {dict(sources)}; on every core (MODEL_THREADS_WHEN_IDLE): "
             f"about {100 * on_idle / max(evaluations, 1):.0f}% of evaluations"
         )
     tools_chosen = Counter(r["tool"] for r in [*released, *held])

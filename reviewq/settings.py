@@ -252,6 +252,10 @@ MODEL_THREADS = envint("MODEL_THREADS", str(max(1, USABLE_CORES - 1)))
 # ...but an evaluation that starts while nothing else on the machine is runnable uses this many
 # (every core; README, "Threads"). 0 or MODEL_THREADS: never more.
 MODEL_THREADS_WHEN_IDLE = envint("MODEL_THREADS_WHEN_IDLE", str(USABLE_CORES))
+# Memory per loaded model for saved KV states (its system prefixes and recent conversations), so a
+# conversation's next turn evaluates only its new messages. The 1.5B model's state is 28 KiB per
+# token: a 9k-token retail conversation is 250 MiB (bench/conversation_latency.py prints it).
+MODEL_STATE_CACHE_MB = envint("MODEL_STATE_CACHE_MB", "2048")
 
 # --- Telemetry ---
 # Model calls and finished requests older than this are deleted by `manage.py prune_telemetry`.

@@ -101,6 +101,30 @@ class ModelSpec(ConfigModel):
     price_input_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     price_output_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
     context_size = models.PositiveIntegerField(default=8192)
+    # Where the model was measured competent: the router sends it only requests of this shape.
+    max_prompt_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Serves only prompts (system, tools and conversation) of at most this many tokens; "
+        "empty: any that fits its context.",
+    )
+    max_tools = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Serves only requests with at most this many tools; empty: any."
+    )
+    plans_parallel_calls = models.BooleanField(
+        default=True,
+        help_text="Serves requests that allow several tool calls (parallel_tool_calls) at once.",
+    )
+    # This rung of the escalation ladder: how often it retries with its errors, and how unsure it
+    # may be before the request climbs (empty: the task type's escalation policy decides).
+    max_retries = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Retries with its validation errors before the next rung."
+    )
+    uncertainty_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Climbs to the next rung when its answer's uncertainty score is above this.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -109,6 +133,15 @@ class ModelSpec(ConfigModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.tier})"
+
+    def serves(self, *, prompt_tokens: int, tools: int, parallel: bool = False) -> bool:
+        """Whether a request of this shape is within the context and where the model is competent."""
+        return (
+            prompt_tokens <= self.context_size
+            and (self.max_prompt_tokens is None or prompt_tokens <= self.max_prompt_tokens)
+            and (self.max_tools is None or tools <= self.max_tools)
+            and (self.plans_parallel_calls or not parallel)
+        )
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> Decimal:
         """What a call with these token counts costs at the registry's prices."""

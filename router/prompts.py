@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.backends.base import Prompt
+from router.context_budget import conversation_floor, fit_conversation
 from router.contracts import TaskType
 from router.grammar import grammar_problem
 from router.messages import approx_tokens
@@ -18,6 +19,9 @@ from router.schemas import DEFAULT_STRING_MAX_LENGTH, bounded, plan_schema, tool
 from router.untrusted_schemas import schema_problem
 
 MAX_PLAN_CALLS = 5
+PROMPT_MAX_TOKENS = Prompt.max_tokens  # the answer's budget, which the context must leave room for
+# The chat template's own tokens (role markers, the tool block's wording) beyond the texts.
+_TEMPLATE_TOKENS = 256
 
 _TOOL_INSTRUCTIONS = (
     "You are the next step of a customer-service agent. Choose the one tool call that moves the "
@@ -30,6 +34,14 @@ _PLAN_INSTRUCTIONS = (
     'the conversation forward and answer with JSON only: {"calls": [{"name": <tool name>, '
     '"arguments": {...}}, ...]}. Copy identifiers, emails and amounts exactly as they appear in the '
     "conversation; never invent them."
+)
+# For a model whose chat template lists the tools itself (Qwen's): the plan's format is the
+# grammar's, and this asks for every call; with the ChatML catalogue and _PLAN_INSTRUCTIONS both
+# Qwen models put exactly one call in 19-20 of 20 plans.
+_PARALLEL_CALL_INSTRUCTIONS = (
+    "You are the next step of a customer-service agent. Make every tool call the request needs, "
+    "one after another in the order they should run, each on its own. Copy identifiers, emails and "
+    "amounts exactly as they appear in the conversation; never invent them."
 )
 _EXTRACTION_INSTRUCTIONS = (
     "Extract the requested fields from the conversation and answer with JSON only, matching this "
@@ -131,10 +143,14 @@ def output_schema(task: TaskSpec) -> dict[str, Any]:
     return RESPOND_SCHEMA
 
 
-def build_prompt(task: TaskSpec, *, feedback: str = "") -> Prompt:
+def build_prompt(task: TaskSpec, *, feedback: str = "", context_tokens: int | None = None) -> Prompt:
+    """The prompt for ``task``; with ``context_tokens`` (a local model's context), its conversation
+    cut to fit (router/context_budget.py)."""
+    instructions = ""
     if task.task_type == TaskType.TOOL_USE:
-        instructions = _PLAN_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
-        system = f"{instructions}\n{_tool_catalogue(task.tools)}"
+        plan = _PLAN_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
+        system = f"{plan}\n{_tool_catalogue(task.tools)}"
+        instructions = _PARALLEL_CALL_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
     elif task.task_type == TaskType.EXTRACTION:
         system = _EXTRACTION_INSTRUCTIONS + json.dumps(task.response_schema, separators=(",", ":"))
     elif task.task_type == TaskType.CLASSIFICATION:
@@ -142,15 +158,30 @@ def build_prompt(task: TaskSpec, *, feedback: str = "") -> Prompt:
     else:
         system = _RESPOND_INSTRUCTIONS
     if task.instructions:
-        system = task.instructions
+        system = instructions = task.instructions
+    conversation = task.messages
+    if context_tokens is not None:
+        budget = context_tokens - approx_tokens(system + feedback) - PROMPT_MAX_TOKENS - _TEMPLATE_TOKENS
+        conversation = fit_conversation(task.messages, budget)
     return Prompt(
         system=system,
-        conversation=task.messages,
+        conversation=conversation,
         output_schema=output_schema(task),
         feedback=feedback,
         task_type=task.task_type,
         tools=task.tools if task.task_type == TaskType.TOOL_USE else [],
         parallel_tool_calls=task.parallel_tool_calls,
+        instructions=instructions or system,
+    )
+
+
+def floor_tokens(task: TaskSpec, prompt: Prompt) -> int:
+    """What ``estimate_tokens`` comes down to when the conversation is cut to a context budget."""
+    return (
+        approx_tokens(prompt.system + prompt.feedback)
+        + conversation_floor(task.messages)
+        + prompt.max_tokens
+        + _TEMPLATE_TOKENS
     )
 
 

@@ -276,14 +276,14 @@ def validate_grounding(
     it is not a small integer, and always when its argument is money (``amount``, ``price``).
     Comparison ignores case and separators, so ``#W2378156`` matches ``w2378156``; a number
     written with a unit also grounds its conversions (``_numbers_in``), and a date written with a
-    month name its digits (``_dates_in``). Values the tool's own schema names (enums, defaults)
-    are grounded by the schema.
+    month name its digits (``_dates_in``). Values the tool's own schema names (enums, defaults,
+    a default its description documents) are grounded by the schema.
     """
     evidence = conversation_evidence(conversation)
     compact_evidence = " ".join([_SEPARATORS.sub("", evidence.lower()), *_dates_in(evidence)])
     compact_added = _SEPARATORS.sub("", added_text.lower())
     schema_text = json.dumps(parameters or {}).lower()
-    numbers = _numbers_in(evidence)
+    numbers = _numbers_in(evidence) | _numbers_in(schema_text)
     issues = []
     for path, value in leaves(arguments, "$.arguments"):
         if isinstance(value, str):

@@ -116,6 +116,23 @@ def seeded(db: Any) -> None:
 
 
 @pytest.fixture
+def one_small_rung(seeded: None) -> None:
+    """Only the small model that serves every shape (no limit on prompt length or tools, plans of
+    several calls) proposes tool calls: for tests of the SLM-to-LLM ladder, whose scripted answers
+    would otherwise be spread over two small-model rungs (tests/test_rungs.py covers several)."""
+    from router.contracts import TaskType, Tier
+    from router.models import ModelSpec
+
+    proposers = [
+        s for s in ModelSpec.objects.filter(tier=Tier.SLM, enabled=True) if TaskType.TOOL_USE in s.strengths
+    ]
+    [general] = [
+        s for s in proposers if s.max_prompt_tokens is None and s.max_tools is None and s.plans_parallel_calls
+    ]
+    ModelSpec.objects.filter(id__in=[s.id for s in proposers if s.id != general.id]).update(enabled=False)
+
+
+@pytest.fixture
 def reviewer(db: Any) -> User:
     user = User.objects.create_user("alice", password="pw-alice")
     group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP_NAME)

@@ -39,7 +39,7 @@ def test_it_releases_a_read_only_call(client: Client, agent: Any) -> None:
     assert call["arguments"] == {"order_id": "#W2378156"}
     assert answer["decision"]["by"] == "policy"
     assert answer["decision"]["decision"] == "auto"
-    assert answer["decision"]["model"] == "smollm2-135m-instruct"
+    assert answer["decision"]["model"] == "qwen2.5-coder-0.5b-instruct"
     assert ModelCall.objects.filter(request_id=answer["id"]).count() == 1
 
 

@@ -32,10 +32,13 @@ def test_seed_demo_is_idempotent(monkeypatch: pytest.MonkeyPatch, settings: Any)
     assert ToolSpec.objects.count() == 16
     assert RiskPolicy.objects.count() == 2
     assert set(ModelSpec.objects.values_list("name", flat=True)) == {
+        "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct",
         "smollm2-135m-instruct",
         "gemma-3-270m",
         "claude-sonnet-4-6",
     }
+    assert not ModelSpec.objects.get(name="smollm2-135m-instruct").enabled  # measured not competent
     assert not ModelSpec.objects.get(name="claude-sonnet-4-6").enabled  # no ANTHROPIC_API_KEY here
     tags = dict(ToolSpec.objects.values_list("name", "risk_tags"))
     assert tags["get_order_details"] == ["read"]

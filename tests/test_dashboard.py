@@ -22,7 +22,10 @@ from telemetry.models import ModelCall
 from tests.conftest import final_states_unlocked
 from tests.factories import read_body, risky_body
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded", "one_small_rung", "inline_pipeline"),
+]
 
 # The fake SLM invents this order id: the grounding validator rejects it, twice, so it escalates.
 INVENTED = '{"name":"get_order_details","arguments":{"order_id":"#W404"}}'

@@ -15,7 +15,10 @@ from telemetry.models import ModelCall
 from tests.factories import body, read_body
 from tests.fake_anthropic import FakeAnthropic, error_answer, fake_anthropic_fixture, tool_use_answer  # noqa: F401
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded", "one_small_rung", "inline_pipeline"),
+]
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ def test_an_unsure_slm_answer_is_not_shown_to_the_llm(client: Client, agent: Any
     answer = post(client, agent[1], read_body(wait_ms=5000))
     assert (answer["status"], answer["decision"]["escalation_trigger"]) == ("released", "uncertainty")
     prompt_text = json.dumps(llm.last_body)
-    assert "Earlier answers" not in prompt_text and "smollm2" not in prompt_text
+    assert "Earlier answers" not in prompt_text and "qwen2.5" not in prompt_text
 
 
 def test_an_llm_answer_goes_through_the_same_validators(

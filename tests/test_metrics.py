@@ -18,7 +18,10 @@ from telemetry.metrics import MODEL_CALL_BUCKETS, REQUEST_BUCKETS
 from telemetry.models import ModelCall
 from tests.factories import read_body, risky_body
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded", "one_small_rung", "inline_pipeline"),
+]
 
 REMOTE = "10.1.2.3"
 INVENTED = '{"name":"get_order_details","arguments":{"order_id":"#W404"}}'
@@ -71,7 +74,7 @@ def test_the_exposition_matches_the_database(client: Client, traffic: None) -> N
     }
 
     calls = metrics["reviewq_model_calls"]
-    propose = (("model", "smollm2-135m-instruct"), ("purpose", "propose"), ("tier", "slm"))
+    propose = (("model", "qwen2.5-coder-1.5b-instruct"), ("purpose", "propose"), ("tier", "slm"))
     assert (
         calls[("reviewq_model_calls_total", propose)] == ModelCall.objects.filter(purpose="propose").count()
     )

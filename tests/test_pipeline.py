@@ -39,7 +39,7 @@ def held_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_it_records_each_model_call(agent: Any, inline_pipeline: None) -> None:
     request = create(agent, read_body())
     [call] = ModelCall.objects.filter(request=request)
-    assert call.model_name == "smollm2-135m-instruct"
+    assert call.model_name == "qwen2.5-coder-0.5b-instruct"
     assert call.tier == "slm"
     assert call.tokens_in > 0 and call.tokens_out > 0
     assert call.cost_usd > 0
@@ -67,7 +67,9 @@ def test_it_retries_with_the_errors_then_succeeds(agent: Any, inline_pipeline: N
     assert second.validation_errors == []
 
 
-def test_a_retry_that_copies_the_feedback_is_not_released(agent: Any, inline_pipeline: None) -> None:
+def test_a_retry_that_copies_the_feedback_is_not_released(
+    agent: Any, one_small_rung: None, inline_pipeline: None
+) -> None:
     """The retry prompt's feedback is reviewq's own text: a read call whose values come from it
     (not from the conversation) is never released, though the tool is read-only."""
     FakeBackend.scripted_outputs.extend(
@@ -115,7 +117,9 @@ def test_a_model_answer_with_a_nul_character_is_invalid_not_a_crash(
     assert first is not None and "NUL" in first.validation_errors[0]["message"]
 
 
-def test_it_holds_an_answer_that_never_validates(agent: Any, inline_pipeline: None) -> None:
+def test_it_holds_an_answer_that_never_validates(
+    agent: Any, one_small_rung: None, inline_pipeline: None
+) -> None:
     FakeBackend.scripted_outputs.extend(["not json at all", '{"name": "drop_database", "arguments": {}}'])
     request = create(agent, read_body())
     request.refresh_from_db()
@@ -193,12 +197,13 @@ def test_a_missing_model_file_holds_the_request_visibly(
 
     settings.REVIEWQ_MODEL_BACKEND = "real"
     reset_backends()
-    ModelSpec.objects.filter(name="smollm2-135m-instruct").update(model_path="/nonexistent/model.gguf")
+    ModelSpec.objects.filter(tier="slm").update(model_path="/nonexistent/model.gguf")
     request = create(agent, read_body())
     request.refresh_from_db()
     assert request.status == RequestStatus.AWAITING_REVIEW
     assert "unavailable" in request.review_item.hold_reason
-    assert ModelCall.objects.get(request=request).error
+    # Each small-model rung that serves the request was tried, cheapest first.
+    assert [call.error != "" for call in ModelCall.objects.filter(request=request)] == [True, True]
 
 
 def test_no_model_with_the_strength_holds_the_request(agent: Any, inline_pipeline: None) -> None:

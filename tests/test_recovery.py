@@ -43,7 +43,7 @@ def test_a_request_the_pipeline_keeps_failing_on_fails_visibly(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RecursionError("an agent's schema that makes the pipeline raise")
 
-    monkeypatch.setattr("reviewq.pipeline.run.propose_with_slm", broken)
+    monkeypatch.setattr("reviewq.pipeline.run.climb_slm_rungs", broken)
     request, _ = intake.request_create(agent_key=agent[0], payload=read_body())
     for run in range(1, 4):
         with pytest.raises(RecursionError):

@@ -15,7 +15,10 @@ from router.models import EscalationPolicy, ModelSpec
 from telemetry.models import ModelCall
 from tests.factories import body, read_body, tools
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("seeded", "one_small_rung", "inline_pipeline"),
+]
 
 
 def post(client: Client, key: str, payload: dict[str, Any]) -> Any:

@@ -184,3 +184,25 @@ def test_a_value_copied_from_reviewqs_feedback_is_not_grounded() -> None:
     assert issue.path == "$.arguments.origin" and "feedback" in issue.message
     # Without the feedback in the prompt the same words are not checked (no digit, not an id).
     assert validate_grounding(arguments, conversation) == []
+
+
+def test_a_default_the_schema_documents_is_grounded() -> None:
+    """A correct answer that uses a tool's documented default (BFCL multiple_105, _126) is not
+    an invented value."""
+    schema = {
+        "type": "object",
+        "properties": {"limit": {"type": "integer", "description": "Results; default is 25."}},
+    }
+    assert validate_grounding({"limit": 25}, [{"role": "user", "content": "find me hotels"}], schema) == []
+    assert validate_grounding({"limit": 26}, [{"role": "user", "content": "find me hotels"}], schema) != []
+
+
+def test_an_exchange_for_the_same_items_is_refused_by_the_demo_rules() -> None:
+    """Every id of such a swap is in the conversation, so grounding cannot see it; a rule can."""
+    from reviewq.config.demo import RETAIL_RULES
+
+    rules = RETAIL_RULES["exchange_delivered_order_items"]
+    same = {"order_id": "#W1", "item_ids": ["1151293680"], "new_item_ids": ["1151293680"]}
+    [issue] = validate_business_rules(same, rules)
+    assert issue.message == "new_item_ids must differ from item_ids"
+    assert validate_business_rules({**same, "new_item_ids": ["7706410293"]}, rules) == []

@@ -25,6 +25,14 @@ RETAIL_RISK_TAGS: dict[str, list[str]] = {
 # (the 135M model looks orders up "by email" with the order id) fails validation and is retried.
 RETAIL_RULES: dict[str, list[dict[str, str]]] = {
     "find_user_id_by_email": [{"condition": '"@" in email', "message": "email must be an email address"}],
+    # An exchange or a modification to the very same items changes nothing (grounding cannot see
+    # it: every id is in the conversation).
+    "exchange_delivered_order_items": [
+        {"condition": "item_ids != new_item_ids", "message": "new_item_ids must differ from item_ids"}
+    ],
+    "modify_pending_order_items": [
+        {"condition": "item_ids != new_item_ids", "message": "new_item_ids must differ from item_ids"}
+    ],
 }
 
 DEFAULT_POLICIES: list[dict] = [

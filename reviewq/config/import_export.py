@@ -51,6 +51,11 @@ MODEL_FIELDS = [
     "price_input_per_mtok",
     "price_output_per_mtok",
     "context_size",
+    "max_prompt_tokens",
+    "max_tools",
+    "plans_parallel_calls",
+    "max_retries",
+    "uncertainty_threshold",
     "enabled",
 ]
 ESCALATION_FIELDS = [

@@ -1,9 +1,12 @@
-"""The escalation ladder: the small model proposes, retries with its errors, and hands over.
+"""The escalation ladder: small models propose, retry with their errors, and hand over.
 
-The ladder climbs on explicit triggers only (``router.contracts.Trigger``): the SLM retries with
-its validation errors, then the LLM gets the whole conversation plus the SLM's failed attempts,
-then a human decides. Each trigger can be switched off per task type (EscalationPolicy). Every
-model call is logged, with the trigger it caused.
+The ladder climbs on explicit triggers only (``router.contracts.Trigger``). Its small-model rungs
+are the enabled SLMs that serve the request's task type and shape, cheapest first
+(``router.routing.rungs``): each retries with its validation errors (its own ``max_retries``, or
+the task type's), and hands over when it fails or is less sure than its own threshold. The next
+rung gets the earlier rungs' failed attempts; the LLM gets the whole conversation plus all of
+them; then a human decides. Each trigger can be switched off per task type (EscalationPolicy).
+Every model call is logged, with the trigger it caused.
 """
 
 from __future__ import annotations
@@ -19,8 +22,15 @@ from router.backends.base import BackendError, ModelBackend, Prompt
 from router.backends.registry import get_backend
 from router.contracts import TaskType, Tier, Trigger
 from router.models import EscalationPolicy, ModelSpec
-from router.prompts import INTENT_OUT_OF_SCOPE, TaskSpec, build_prompt, estimate_tokens, intent_task
-from router.routing import NoModelAvailable, Route, choose_model
+from router.prompts import (
+    INTENT_OUT_OF_SCOPE,
+    TaskSpec,
+    build_prompt,
+    estimate_tokens,
+    floor_tokens,
+    intent_task,
+)
+from router.routing import NoModelAvailable, Route, rungs
 from router.validators import ValidationIssue, issues_as_feedback
 from telemetry.models import ModelCall
 from telemetry.services import model_call_record
@@ -54,44 +64,84 @@ class Outcome:
     uncertainty: float | None = None
 
 
-def route_slm(task: TaskSpec, prompt: Prompt, configuration: Configuration) -> tuple[Route | None, Outcome]:
-    """The small model for ``prompt``, or None and the outcome that sends the request up the ladder."""
+def route_slm(task: TaskSpec, prompt: Prompt, configuration: Configuration) -> tuple[list[Route], Outcome]:
+    """The small-model rungs for ``prompt``, cheapest first, or none and the outcome that sends the
+    request up the ladder."""
     try:
-        route = choose_for(task, prompt, Tier.SLM, configuration)
+        routes = rungs_for(task, prompt, Tier.SLM, configuration)
     except NoModelAvailable as exc:
         trigger = Trigger.CONTEXT_TOO_LONG if exc.context_too_long else Trigger.NO_SLM
-        return None, Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
-    return route, Outcome(None)
+        return [], Outcome(None, trigger=trigger, failure=f"not routed to a small model: {exc}")
+    return routes, Outcome(None)
 
 
-def choose_for(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configuration) -> Route:
-    """The cheapest enabled model of ``tier`` for ``task`` whose context fits ``prompt`` (raises
+def rungs_for(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configuration) -> list[Route]:
+    """The enabled models of ``tier`` that serve ``task`` with ``prompt``, cheapest first (raises
     NoModelAvailable)."""
-    return choose_model(
-        task.task_type, prompt_tokens=estimate_tokens(prompt), tier=tier, models=configuration.models
+    return rungs(
+        task.task_type,
+        prompt_tokens=estimate_tokens(prompt),
+        tools=len(task.tools),
+        parallel=task.parallel_tool_calls,
+        tier=tier,
+        models=configuration.models,
+        # A small model gets the conversation cut to its context (router/context_budget.py).
+        floor_tokens=floor_tokens(task, prompt) if tier == Tier.SLM else None,
     )
 
 
-def propose_with_slm(
-    request: Request, task: TaskSpec, escalation: EscalationPolicy, route: Route, prompt: Prompt
+def climb_slm_rungs(
+    request: Request, task: TaskSpec, escalation: EscalationPolicy, routes: list[Route]
 ) -> Outcome:
-    """The small model's proposal, retried with its validation errors; the outcome says why the
+    """The small models' rungs in turn, cheapest first, until one gives a valid answer it is sure
+    enough of; the outcome of the last rung tried, with every rung's attempts, otherwise."""
+    outcome = Outcome(None)
+    attempts: list[Attempt] = []
+    for index, route in enumerate(routes):
+        if index and not escalation.trigger_enabled(outcome.trigger):
+            break  # climbing on this trigger is switched off: the next rung would not help either
+        feedback = ladder_feedback(outcome.trigger, attempts) if index else ""
+        rung_prompt = build_prompt(task, feedback=feedback, context_tokens=route.model.context_size)
+        outcome = propose_with_slm(request, task, escalation, route, rung_prompt, first_rung=index == 0)
+        outcome.attempts = attempts = attempts + outcome.attempts
+        if outcome.action is not None:
+            return outcome
+    return outcome
+
+
+def propose_with_slm(
+    request: Request,
+    task: TaskSpec,
+    escalation: EscalationPolicy,
+    route: Route,
+    prompt: Prompt,
+    *,
+    first_rung: bool = True,
+) -> Outcome:
+    """One small model's proposal, retried with its validation errors; the outcome says why the
     ladder must climb when there is no valid, sure enough answer."""
     backend, error = _backend(request, route.model)
     if backend is None:
         return Outcome(None, trigger=Trigger.BACKEND_ERROR, failure=error)
-    if task.task_type == TaskType.TOOL_USE and escalation.classify_intent:
+    if first_rung and task.task_type == TaskType.TOOL_USE and escalation.classify_intent:
         out_of_scope = _out_of_scope(request, task, route.model, backend)
         if out_of_scope:
             return Outcome(None, trigger=Trigger.OUT_OF_SCOPE, failure=out_of_scope)
 
-    outcome = Outcome(None, tier=route.model.tier, model=route.model.name)
-    feedback = ""
-    attempts = 1 + escalation.max_slm_retries
+    model = route.model
+    retries = model.max_retries if model.max_retries is not None else escalation.max_slm_retries
+    threshold = model.uncertainty_threshold
+    if threshold is None:
+        threshold = escalation.uncertainty_threshold
+    outcome = Outcome(None, tier=model.tier, model=model.name)
+    feedback = prompt.feedback
+    attempts = 1 + retries
     for attempt in range(1, attempts + 1):
         purpose = ModelCall.Purpose.PROPOSE if attempt == 1 else ModelCall.Purpose.RETRY
         try:
-            generation = backend.generate(build_prompt(task, feedback=feedback) if feedback else prompt)
+            if feedback != prompt.feedback:
+                prompt = build_prompt(task, feedback=feedback, context_tokens=model.context_size)
+            generation = backend.generate(prompt)
         except BackendError as exc:
             _record_failure(request, route.model, purpose, attempt, exc)
             outcome.trigger = Trigger.BACKEND_ERROR
@@ -108,12 +158,10 @@ def propose_with_slm(
         trigger = ""
         if issues:
             trigger = Trigger.VALIDATION_FAILED
-        elif uncertainty is not None and uncertainty.above(escalation.uncertainty_threshold):
+        elif uncertainty is not None and uncertainty.above(threshold):
             trigger = Trigger.UNCERTAINTY
-            threshold = escalation.uncertainty_threshold
-            outcome.attempts[
-                -1
-            ].note = f"uncertainty {uncertainty.score:.3f} is above the threshold {threshold}"
+            note = f"uncertainty {uncertainty.score:.3f} is above the threshold {threshold} ({model.name})"
+            outcome.attempts[-1].note = note
         model_call_record(
             request_id=request.id,
             spec=route.model,
@@ -145,7 +193,7 @@ def _out_of_scope(request: Request, task: TaskSpec, spec: ModelSpec, backend: Mo
     """Asks the SLM whether any tool fits; a non-empty answer says why the request is out of scope."""
     intent = intent_task(task)
     try:
-        generation = backend.generate(build_prompt(intent))
+        generation = backend.generate(build_prompt(intent, context_tokens=spec.context_size))
     except BackendError as exc:
         _record_failure(request, spec, ModelCall.Purpose.ROUTE, 1, exc)
         return ""  # the check is advisory: without it the proposal goes ahead
@@ -187,7 +235,7 @@ def escalate(
     try:
         # Sized without the earlier answers: a long list of them must not make "no model fits"
         # send to a human a request that an LLM could take.
-        route = choose_for(task, build_prompt(task), Tier.LLM, configuration)
+        route = rungs_for(task, build_prompt(task), Tier.LLM, configuration)[0]
     except NoModelAvailable as exc:
         return Outcome(
             None,

@@ -14,7 +14,7 @@ from django.db.models import F
 
 from reviewq.config.snapshot import Configuration, current_configuration, stamp_subquery
 from reviewq.models import DecisionBy, Request, RequestStatus, RiskPolicy
-from reviewq.pipeline.ladder import Outcome, TakenOver, escalate, propose_with_slm, route_slm
+from reviewq.pipeline.ladder import Outcome, TakenOver, climb_slm_rungs, escalate, route_slm
 from reviewq.pipeline.outcome import apply_policy, hold
 from reviewq.pipeline.policies import PolicyDecision, decide_answer
 from reviewq.runtime.leases import keeping_lease
@@ -37,24 +37,28 @@ def run_pipeline(request_id: Any) -> None:
     task = task_spec_for(request, configuration)
     escalation = configuration.escalation_for(task.task_type)
     # Routing reads only configuration, so it happens before the claim: the claim and the route
-    # are then one guarded UPDATE (each write is a commit on the hot path). The prompt it sizes
-    # is the one the small model then gets.
+    # are then one guarded UPDATE (each write is a commit on the hot path). It sizes the whole
+    # prompt; each small-model rung then gets it cut to its own context (router/context_budget.py).
     prompt = build_prompt(task)
-    route, no_route = route_slm(task, prompt, configuration)
-    if route:
-        request.route = {**route.as_dict(), "task_type_reason": task.task_type_reason}
+    routes, no_route = route_slm(task, prompt, configuration)
+    if routes:
+        request.route = {
+            **routes[0].as_dict(),
+            "task_type_reason": task.task_type_reason,
+            "rungs": [route.model.name for route in routes],
+        }
     if not move_request(
         request.id,
         from_statuses=[RequestStatus.RECEIVED],
-        to_status=RequestStatus.PROPOSING if route else RequestStatus.ROUTING,
+        to_status=RequestStatus.PROPOSING if routes else RequestStatus.ROUTING,
         pipeline_runs=F("pipeline_runs") + 1,
-        **({"route": request.route} if route else {}),
+        **({"route": request.route} if routes else {}),
     ):
         return  # lost the claim to another worker
 
     with keeping_lease(request.id):  # a long proposal is not swept while it runs
         try:
-            outcome = propose_with_slm(request, task, escalation, route, prompt) if route else no_route
+            outcome = climb_slm_rungs(request, task, escalation, routes) if routes else no_route
             decision = _decision_for(request, outcome, configuration)
             if decision is not None and decision.needs_llm_proposal(outcome.tier):
                 assert decision.policy is not None

@@ -22,8 +22,9 @@ class Prompt:
     The answer is JSON text matching ``output_schema``, whatever the backend: for ``tool_use``
     ``{"name", "arguments"}`` (or ``{"calls": [...]}`` of those when ``parallel_tool_calls``),
     for ``extraction`` the extracted object, for ``classification`` ``{"label"}``, for
-    ``respond`` ``{"content"}``. Backends with native tool use (Anthropic) get the agent's
-    OpenAI ``tools`` too, and translate their answer back into that JSON.
+    ``respond`` ``{"content"}``. Backends with native tool use (Anthropic, a model with a tool
+    template such as Qwen's) get the agent's OpenAI ``tools`` too, with ``instructions`` (the
+    system text without the tool list), and translate their answer back into that JSON.
     """
 
     system: str
@@ -34,6 +35,8 @@ class Prompt:
     task_type: str = TaskType.TOOL_USE
     tools: list[dict[str, Any]] = field(default_factory=list)
     parallel_tool_calls: bool = False
+    # ``system`` without the tool list: for a model whose chat template lists the tools itself.
+    instructions: str = ""
 
 
 @dataclass

@@ -41,12 +41,17 @@ except ImportError:  # pragma: no cover - exercised only without llama-cpp-pytho
 import numpy as np
 
 from router.backends.base import BackendError, Generation, Prompt
+from router.backends.chat_templates import chat_format_of, render_prompt
 from router.backends.decision_tokens import chosen_token_logprobs
 from router.backends.llama_grammar import SHORTLIST, Grammar, copied_value_rest, open_string_value
 from router.messages import chat_turns
+from router.model_files import gguf_metadata
 
 GRAMMAR_CACHE_SIZE = 16
-PREFIX_CACHE_SIZE = 8
+# Memory for saved sequence states per model (settings.MODEL_STATE_CACHE_MB in the product); the
+# KV cache of one token costs the model's layers times its KV heads times their width.
+STATE_CACHE_BYTES = 2048 * 1024 * 1024
+STATE_CACHE_ENTRIES = 32
 # How long llama.cpp's OpenMP workers may stay runnable (spinning) after an evaluation
 # (bench/proposal_latency.py prints the window). A longer spin is only mistaken for other work
 # (one thread, the safe side).
@@ -62,15 +67,6 @@ def _copy_source(prompt: Prompt) -> str:
     return _CHAT_MARKER.sub("\n", "\n".join(turn.as_text() for turn in chat_turns(prompt.conversation)))
 
 
-def render_chatml(prompt: Prompt) -> tuple[str, str]:
-    """The prompt as ChatML: (system prefix, rest). The prefix is stable for a tool set."""
-    # SmolLM2 was not trained on a tool role: a labelled user turn reads as a tool result.
-    turns = [_turn(turn.text_role, turn.as_text()) for turn in chat_turns(prompt.conversation)]
-    if prompt.feedback:
-        turns.append(_turn("user", prompt.feedback))
-    return _turn("system", prompt.system), "".join(turns) + "<|im_start|>assistant\n"
-
-
 class LlamaCppBackend:
     """One GGUF model loaded once; ``generate`` is serialised by a per-instance lock."""
 
@@ -80,7 +76,7 @@ class LlamaCppBackend:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        prefix_cache_size: int = PREFIX_CACHE_SIZE,
+        state_cache_bytes: int = STATE_CACHE_BYTES,
         n_gpu_layers: int = 0,
         extended_drafts: bool = True,
         idle_threads: int = 0,
@@ -106,6 +102,11 @@ class LlamaCppBackend:
         except Exception as exc:  # llama-cpp raises ValueError, but a bad file can raise anything
             raise BackendError(f"could not load model {path}: {exc}") from exc
         self.model_path = path
+        try:
+            architecture = str(gguf_metadata(path, ("general.architecture",)).get("general.architecture", ""))
+        except (OSError, ValueError):
+            architecture = ""
+        self.chat_format = chat_format_of(architecture)
         # Drafts from earlier answers and from the conversation (see _draft), besides the text
         # the schema forces; switched off only to measure what they save.
         self.extended_drafts = extended_drafts
@@ -122,8 +123,10 @@ class LlamaCppBackend:
         # How the last call spent its time, for benchmarks and debugging (not part of Generation).
         self.last_stats: dict[str, Any] = {}
         self._grammars: OrderedDict[str, Grammar] = OrderedDict()
-        self._prefix_cache_size = prefix_cache_size
-        self._prefix_states: OrderedDict[str, tuple[tuple[int, ...], bytes]] = OrderedDict()
+        # Saved sequence states (the KV cache of a token prefix: a system prompt with its tools, or
+        # a conversation up to its last message), most recently used last, within a byte budget.
+        self._state_cache_bytes = state_cache_bytes
+        self._states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._prefix_tokens: OrderedDict[str, list[int]] = OrderedDict()
         self._piece_cache: dict[int, bytes] = {}
         self._prompt_evaluated = 0  # prompt tokens of the last call, evaluated in batches
@@ -149,18 +152,19 @@ class LlamaCppBackend:
         with self._lock:
             started = time.perf_counter()
             self._evaluations_on_idle_threads = 0
-            prefix_text, rest_text = render_chatml(prompt)
+            prefix_text, conversation_text, tail_text = render_prompt(prompt, self.chat_format)
             prefix = self._tokenize_prefix(prefix_text)
-            rest = self._tokenize(rest_text)
-            tokens = prefix + rest
+            conversation = self._tokenize(conversation_text)
+            tokens = prefix + conversation + self._tokenize(tail_text)
             if len(tokens) + prompt.max_tokens > self.n_ctx:
                 raise BackendError(f"prompt of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}")
             grammar = self._grammar(prompt.output_schema)
             try:
-                prefix_source, evaluated = self._prefill(prefix_text, prefix, tokens)
+                reused, evaluated = self._prefill(tokens, len(prefix), len(prefix) + len(conversation))
                 prefilled = time.perf_counter()
                 copy_source = _copy_source(prompt)
-                text, n_out, logprobs = self._decode(grammar, prompt, copy_source=copy_source)
+                text, generated, logprobs = self._decode(grammar, prompt.max_tokens, copy_source)
+                n_out = len(generated)
             except BackendError:
                 raise
             except Exception as exc:  # a failed decode leaves the cache unknown: start clean next time
@@ -169,7 +173,9 @@ class LlamaCppBackend:
                 raise BackendError(f"llama.cpp generation failed: {exc}") from exc
             finished = time.perf_counter()
             self.last_stats = {
-                "prefix": prefix_source,
+                # How much of the prompt was already in the cache or a saved state: "none", "prefix"
+                # (the system prompt and tools) or "conversation" (an earlier turn of it).
+                "reused": reused,
                 "prompt_tokens_evaluated": evaluated,
                 "prefill_ms": (prefilled - started) * 1000,
                 "decode_ms": (finished - prefilled) * 1000,
@@ -184,7 +190,7 @@ class LlamaCppBackend:
                 tokens_out=n_out,
                 latency_ms=(finished - started) * 1000,
                 decision_logprobs=logprobs,
-                prompt_text=prefix_text + rest_text,
+                prompt_text=prefix_text + conversation_text + tail_text,
             )
 
     @contextmanager
@@ -221,9 +227,9 @@ class LlamaCppBackend:
         if wanted == self._idle_threads:
             self._evaluations_on_idle_threads += 1
 
-    def prefix_state_bytes(self) -> int:
-        """Memory held by saved prefix states (each is the KV cache of one system prefix)."""
-        return sum(len(data) for _, data in self._prefix_states.values())
+    def saved_state_bytes(self) -> int:
+        """Memory held by saved sequence states (system prefixes and conversations)."""
+        return sum(len(data) for data in self._states.values())
 
     # -- prompt and prefix cache ----------------------------------------------------------------
 
@@ -237,17 +243,21 @@ class LlamaCppBackend:
         if cached is None:
             cached = self._tokenize(prefix_text)
             self._prefix_tokens[key] = cached
-            while len(self._prefix_tokens) > 4 * max(1, self._prefix_cache_size):
+            while len(self._prefix_tokens) > 4 * STATE_CACHE_ENTRIES:
                 self._prefix_tokens.popitem(last=False)
         else:
             self._prefix_tokens.move_to_end(key)
         return list(cached)
 
-    def _prefill(self, prefix_text: str, prefix: list[int], tokens: list[int]) -> tuple[str, int]:
+    def _prefill(self, tokens: list[int], prefix_end: int, conversation_end: int) -> tuple[str, int]:
         """Bring the KV cache to ``tokens`` with as little prompt evaluation as possible.
 
-        Returns where the system prefix came from ("cached", "restored" or "evaluated") and how
-        many prompt tokens were evaluated.
+        ``tokens[:prefix_end]`` is the system prefix (stable for a tool set) and
+        ``tokens[:conversation_end]`` that plus the conversation (which the next turn of the same
+        conversation starts with). The longest of these already in the KV cache or in a saved
+        state is reused; what is evaluated past either point is saved there for later calls.
+        Returns what was reused ("none", "prefix" or "conversation") and how many prompt tokens
+        were evaluated.
         """
         llama = self._llama
         # Reuse only what the previous call evaluated as prompt. Generated tokens went through
@@ -255,53 +265,73 @@ class LlamaCppBackend:
         # to 0.4 in a logit here); reusing them would make answers depend on cache history.
         reusable = min(llama.n_tokens, self._prompt_evaluated)
         cached = _common_prefix(llama.input_ids[:reusable], tokens)
-        source = "cached" if cached >= len(prefix) else "evaluated"
+        saved = self._longest_saved(tokens[:conversation_end])
+        if saved > cached and self._restore(tuple(tokens[:saved])):
+            cached = saved
+        reused = "conversation" if cached > prefix_end else "prefix" if cached == prefix_end else "none"
+        self._prompt_evaluated = 0  # until the evaluations below have succeeded
         evaluated = 0
-        key = _hash(prefix_text)
-        if self._prefix_cache_size > 0:
-            if cached < len(prefix) and key in self._prefix_states and self._restore_prefix(key, prefix):
-                cached, source = len(prefix), "restored"
-            elif key not in self._prefix_states:
-                # Evaluate (or keep) exactly the prefix, then remember its state for later.
-                llama.n_tokens = min(cached, len(prefix))
-                evaluated = len(prefix) - llama.n_tokens
+        for point in (prefix_end, conversation_end):
+            if cached < point:
+                # Evaluate up to the save point, then keep its state for the calls to come.
+                llama.n_tokens = cached
                 with self._fitted_threads():
-                    llama.eval(prefix[llama.n_tokens :])
-                self._save_prefix(key, prefix)
-                cached = len(prefix)
+                    llama.eval(tokens[cached:point])
+                evaluated += point - cached
+                cached = point
+                self._save(tuple(tokens[:point]), supersedes_after=prefix_end)
         # Re-evaluate at least two tokens: the sampler needs logits for the last position, and a
         # one-token batch takes the single-token path (see above), so would change the answer.
         llama.n_tokens = max(0, min(cached, len(tokens) - 2))
         evaluated += len(tokens) - llama.n_tokens
-        self._prompt_evaluated = 0  # until the evaluation below has succeeded
         with self._fitted_threads():
             llama.eval(tokens[llama.n_tokens :])
         self._prompt_evaluated = len(tokens)
-        return source, evaluated
+        return reused, evaluated
 
-    def _save_prefix(self, key: str, prefix: list[int]) -> None:
+    def _longest_saved(self, tokens: list[int]) -> int:
+        """The length of the longest saved state whose tokens begin ``tokens`` (0: none)."""
+        best = 0
+        for saved in self._states:
+            if best < len(saved) <= len(tokens) and tokens[: len(saved)] == list(saved):
+                best = len(saved)
+        return best
+
+    def _save(self, tokens: tuple[int, ...], supersedes_after: int) -> None:
+        """Keep the KV cache, which holds exactly ``tokens``, as a saved state.
+
+        A saved state longer than ``supersedes_after`` tokens (an earlier turn of the conversation
+        being saved) that ``tokens`` begin with is dropped: the new state serves what it served,
+        while the system prefix's state stays for the agent's other conversations.
+        """
+        if self._state_cache_bytes <= 0 or tokens in self._states:
+            if tokens in self._states:
+                self._states.move_to_end(tokens)
+            return
+        for earlier in [t for t in self._states if supersedes_after < len(t) < len(tokens)]:
+            if tokens[: len(earlier)] == earlier:
+                del self._states[earlier]
         lib, ctx = self._lib, self._ctx
-        self._llama._ctx.kv_cache_seq_rm(-1, len(prefix), -1)
         size = lib.llama_state_seq_get_size(ctx, 0)
+        if size > self._state_cache_bytes:
+            return  # bigger than the whole budget: evaluated again next time
         buffer = (ctypes.c_uint8 * size)()
         written = lib.llama_state_seq_get_data(ctx, buffer, size, 0)
         if not written:
             return  # not fatal: this prefix will just be evaluated again next time
-        self._prefix_states[key] = (tuple(prefix), bytes(buffer)[:written])
-        while len(self._prefix_states) > self._prefix_cache_size:
-            self._prefix_states.popitem(last=False)
+        self._states[tokens] = bytes(buffer)[:written]
+        while len(self._states) > STATE_CACHE_ENTRIES or self.saved_state_bytes() > self._state_cache_bytes:
+            self._states.popitem(last=False)
 
-    def _restore_prefix(self, key: str, prefix: list[int]) -> bool:
-        saved_tokens, data = self._prefix_states[key]
-        if list(saved_tokens) != prefix:  # a hash collision would poison the cache
-            del self._prefix_states[key]
-            return False
-        self._prefix_states.move_to_end(key)
+    def _restore(self, tokens: tuple[int, ...]) -> bool:
+        data = self._states[tokens]
+        self._states.move_to_end(tokens)
         buffer = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        self._llama._ctx.kv_cache_seq_rm(-1, 0, -1)
         if self._lib.llama_state_seq_set_data(self._ctx, buffer, len(data), 0) != len(data):
-            raise BackendError("llama.cpp could not restore a saved prompt prefix")
-        self._llama.input_ids[: len(prefix)] = prefix
-        self._llama.n_tokens = len(prefix)
+            raise BackendError("llama.cpp could not restore a saved prompt state")
+        self._llama.input_ids[: len(tokens)] = tokens
+        self._llama.n_tokens = len(tokens)
         return True
 
     # -- grammar-constrained greedy decoding ----------------------------------------------------
@@ -320,8 +350,8 @@ class LlamaCppBackend:
         return grammar
 
     def _decode(
-        self, grammar: Grammar, prompt: Prompt, copy_source: str = ""
-    ) -> tuple[str, int, list[float]]:
+        self, grammar: Grammar, budget: int, copy_source: str = ""
+    ) -> tuple[str, list[int], list[float]]:
         """Greedy decoding under the grammar, with drafts of the text that is likely next.
 
         A draft (see ``_draft``: earlier answers, the text the schema forces, a value being
@@ -340,7 +370,7 @@ class LlamaCppBackend:
         generated: list[int] = []
         draft: list[int] = []  # evaluated draft tokens not yet confirmed by the model
         index = -1  # where the logits for the next token are in the last batch
-        while len(spans) < prompt.max_tokens:
+        while len(spans) < budget:
             token, logprob = self._greedy(grammar, index)
             if token < 0 or self._lib.llama_vocab_is_eog(self._vocab, token):
                 break  # no way forward under the grammar, or the model is done
@@ -359,7 +389,7 @@ class LlamaCppBackend:
                     continue
                 # The model chose otherwise: drop the rest of the draft from the cache.
                 llama.n_tokens -= len(draft)
-            draft = self._draft(grammar, out, generated, prompt.max_tokens - len(spans), copy_source)
+            draft = self._draft(grammar, out, generated, budget - len(spans), copy_source)
             if draft:
                 index = 0
                 continue
@@ -368,7 +398,7 @@ class LlamaCppBackend:
             self._batches += 1
             index = -1
         text = out.decode("utf-8", errors="replace")
-        return text, len(spans), chosen_token_logprobs(text, spans)
+        return text, generated, chosen_token_logprobs(text, spans)
 
     def _greedy(self, grammar: Grammar, index: int) -> tuple[int, float | None]:
         """The grammar-allowed argmax, and how sure the model was of it among what it could say.
@@ -492,7 +522,3 @@ def _common_prefix(cached: Any, tokens: list[int]) -> int:
 
 def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _turn(role: str, text: str) -> str:
-    return f"<|im_start|>{role}\n{text}<|im_end|>\n"

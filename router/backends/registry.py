@@ -46,6 +46,7 @@ def _load(spec: ModelSpec) -> ModelBackend:
             n_threads=settings.MODEL_THREADS,
             idle_threads=settings.MODEL_THREADS_WHEN_IDLE,
             n_gpu_layers=settings.MODEL_GPU_LAYERS,
+            state_cache_bytes=settings.MODEL_STATE_CACHE_MB * 1024 * 1024,
         )
     if spec.backend == ModelSpec.Backend.ANTHROPIC:
         from router.backends.anthropic import AnthropicBackend
