@@ -96,7 +96,7 @@ def test_a_later_turn_evaluates_only_its_new_messages(qwen: LlamaCppBackend) -> 
     ]
     qwen.generate(build_prompt(TaskSpec("tool_use", first, some)))
     qwen.generate(build_prompt(TaskSpec("tool_use", [{"role": "user", "content": "Order #W1 please"}], some)))
-    later = [
+    later: list[dict[str, Any]] = [
         *first,
         {
             "role": "assistant",
@@ -153,11 +153,11 @@ def test_the_pipeline_runs_the_default_rungs_end_to_end(agent: Any) -> None:
     request, _ = intake.request_create(agent_key=agent[0], payload=payload)
     request = Request.objects.get(id=request.id)
     assert request.route["rungs"] == ["qwen2.5-coder-1.5b-instruct"]
-    call = ModelCall.objects.filter(request=request).first()
-    assert call is not None and call.model_name == "qwen2.5-coder-1.5b-instruct"
+    first_call = ModelCall.objects.filter(request=request).first()
+    assert first_call is not None and first_call.model_name == "qwen2.5-coder-1.5b-instruct"
     # A model with many tools may first try to identify the customer, and invent the email to do it:
     # grounding catches that; the answer itself is always schema-valid.
-    assert {issue["validator"] for issue in call.validation_errors} <= {"grounding", "business_rule"}
+    assert {issue["validator"] for issue in first_call.validation_errors} <= {"grounding", "business_rule"}
     assert request.status in (RequestStatus.RELEASED, RequestStatus.AWAITING_REVIEW)
 
 
