@@ -1,4 +1,5 @@
-"""BFCL through the real pipeline with SmolLM2: validity, accuracy, escalation, uncertainty, latency.
+"""BFCL through the real pipeline with the seeded small models: validity, accuracy, escalation,
+uncertainty, latency.
 
     .venv/bin/python bench/bfcl.py [--limit 25] [--categories simple,multiple,parallel,irrelevance]
                                    [--threads 1] [--classify-intent] [--keep]
@@ -6,7 +7,8 @@
 Takes ``--limit`` questions per category, spread evenly over BFCL's public files (simple =
 simple_python, multiple, parallel, irrelevance; see bench/bfcl_common.py for the conversion and
 the scoring rules), and sends each one as an agent request (``request_create``) through the real
-pipeline on a throwaway SQLite database: the seeded model registry, SmolLM2-135M under the
+pipeline on a throwaway SQLite database: the seeded model registry (the Qwen2.5-Coder rungs: the
+0.5B for short requests with few tools and no parallel calls, else the 1.5B) under the
 JSON-schema grammar, the validator chain with grounding, the default escalation policy (one SLM
 retry on validation errors, no uncertainty threshold), and no LLM (ANTHROPIC_API_KEY is removed),
 so the ladder ends at the human queue. No ToolSpecs are registered, so every proposal that

@@ -44,22 +44,15 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-from reviewq.config.demo import RETAIL_RULES, retail_tools  # noqa: E402
+from reviewq.config.demo import RETAIL_RISK_TAGS, RETAIL_RULES, retail_tools  # noqa: E402
 from router.answers import parse_answer  # noqa: E402
 from router.backends.llama_cpp import LlamaCppBackend  # noqa: E402
 from router.defaults import DEFAULT_MODELS  # noqa: E402
 from router.model_files import resolve_model_path  # noqa: E402
 from router.prompts import TaskSpec, build_prompt  # noqa: E402
 
-WRITES = {
-    "cancel_pending_order",
-    "modify_pending_order_items",
-    "modify_pending_order_payment",
-    "modify_pending_order_address",
-    "return_delivered_order_items",
-    "exchange_delivered_order_items",
-    "modify_user_address",
-}
+# The tools that change the database (the demo tags them "write", "payment" or "destructive").
+WRITES = {name for name, tags in RETAIL_RISK_TAGS.items() if {"write", "payment", "destructive"} & set(tags)}
 CONFIRM = "Yes, please go ahead."
 RATES = (("right_tool", "right tool"), ("exact", "exact call"), ("valid", "valid"))
 
@@ -198,12 +191,14 @@ def same_call(answer: Any, gold: dict[str, Any]) -> bool:
 def run(
     model: dict[str, Any], convs: list[Any], interleave: int, threads: int | None, state_cache_mb: int
 ) -> dict[str, Any]:
+    rss_before = _rss_mib()
     backend = LlamaCppBackend(
         resolve_model_path(model["model_path"]),
         n_ctx=model["context_size"],
         n_threads=threads,
         state_cache_bytes=state_cache_mb * 1024 * 1024,
     )
+    rss_loaded = _rss_mib()
     tools = retail_tools()
     rows: list[dict[str, Any]] = []
     peak_state = 0
@@ -257,13 +252,25 @@ def run(
             if not turns:
                 active.remove(slot)
     states = [len(data) / len(tokens) for tokens, data in backend._states.items() if tokens]
+    rss_end = _rss_mib()
     del backend
     return {
         "model": model["name"],
+        # Resident memory the model added once loaded (weights are mmapped: their pages count once
+        # read), and at the end of the run (with the saved states and the KV cache of n_ctx).
+        "rss_loaded_mib": rss_loaded - rss_before,
+        "rss_end_mib": rss_end - rss_before,
         "rows": rows,
         "peak_state_bytes": peak_state,
         "state_bytes_per_token": states,
     }
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -298,6 +305,8 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"  later turns: prompt tokens evaluated p50 {percentile(evaluated, 0.5):.0f}; reused {dict(reused)}"
     )
+    loaded, end = result["rss_loaded_mib"], result["rss_end_mib"]
+    print(f"  memory: {loaded:.0f} MiB once loaded, {end:.0f} MiB at the end")
     if per_token:
         print(
             f"  saved state: {statistics.median(per_token) / 1024:.1f} KiB per token; "

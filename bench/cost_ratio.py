@@ -6,8 +6,9 @@
 Each question goes through the real pipeline (bench/bfcl_common.py: the same conversion, data and
 Django harness as bench/bfcl.py) once per ladder configuration, and once more with the SLM
 switched off (the all-LLM baseline):
-- the ladder: SmolLM2 proposes under its grammar; a validation failure (schema, grounding) gets
-  one SLM retry, then the LLM; a valid answer whose uncertainty score is above the threshold
+- the ladder: the seeded small-model rungs (Qwen2.5-Coder 0.5B for short requests with few tools,
+  then 1.5B) propose under their grammar; a validation failure (schema, grounding) gets one retry
+  per rung, then the next rung, then the LLM; a valid answer whose uncertainty score is above the threshold
   goes to the LLM at once (an EscalationPolicy row for tool_use with ``uncertainty_threshold``;
   ``none`` switches that trigger off). The LLM is the seeded ``claude-sonnet-4-6`` ModelSpec,
   enabled against a fake Anthropic Messages API on 127.0.0.1 (tests/fake_anthropic.py) that
@@ -26,8 +27,8 @@ rule of thumb for English and JSON, and no tokenizer for Claude is available off
 the tool-use system prompt Anthropic adds for ``tool_choice`` any/tool on Claude 4 models.
 Output tokens = ceil(characters / 4) of the JSON of the tool calls (forced tool use writes no
 preamble) plus 10 for the block framing. Costs are ModelCall.cost_usd, i.e. the registry's
-prices: Claude Sonnet's list prices ($3 / $15 per million input / output tokens) and SmolLM2's
-compute estimate ($0.05 / $0.20). Saving factor = baseline cost / ladder cost.
+prices: Claude Sonnet's list prices ($3 / $15 per million input / output tokens) and the small
+models' compute estimates (router/defaults.py). Saving factor = baseline cost / ladder cost.
 
 The baseline's accuracy is 100% by construction (the fake answers with the gold call) except
 where the pipeline's own validators reject a gold answer; the ladder's accuracy is what the SLM
@@ -51,10 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bfcl_common as bc
 
 DEFAULT_LIMIT = 20
-# Since the score counts only the alternatives the grammar allows (router/backends/llama_cpp.py,
-# _greedy), SmolLM2's scores are lower than when this bench was written: 0.99 and 0.999 now
-# escalate almost nothing (2 of 40, the same as "none"), and the trade-off lies between 0.4 (95 %
-# escalated) and 0.8 (23 %). "none": no escalation on uncertainty.
+# The score counts only the alternatives the grammar allows (router/backends/llama_cpp.py,
+# _greedy), so the trade-off lies between 0.4 and 0.8. "none": no escalation on uncertainty.
 DEFAULT_THRESHOLDS = "0.4,0.6,0.8,none"
 CHARS_PER_TOKEN = 4
 TOOL_USE_SYSTEM_TOKENS = 313  # Anthropic's tool-use system prompt, tool_choice any/tool, Claude 4
@@ -139,9 +138,15 @@ def register_tools(questions: list[bc.Question]) -> None:
 
 def configure(config: str, threshold: float | None) -> None:
     """Switches the registry and the escalation policy to ``config`` (a ladder or the baseline)."""
+    from router.defaults import DEFAULT_MODELS
     from router.models import EscalationPolicy, ModelSpec
 
-    ModelSpec.objects.filter(name="smollm2-135m-instruct").update(enabled=config != BASELINE)
+    # The seeded small-model proposers (the Qwen rungs); SmolLM2 stays as seeded (off).
+    proposers = [spec.id for spec in ModelSpec.objects.filter(tier="slm") if "tool_use" in spec.strengths]
+    defaults = {spec["name"]: spec.get("enabled", True) for spec in DEFAULT_MODELS}
+    for spec in ModelSpec.objects.filter(id__in=proposers):
+        enabled = config != BASELINE and defaults.get(spec.name, True)
+        ModelSpec.objects.filter(id=spec.id).update(enabled=enabled)
     EscalationPolicy.objects.update_or_create(
         task_type="tool_use",
         defaults={"uncertainty_threshold": threshold, "max_slm_retries": 1, "max_llm_attempts": 2},
