@@ -14,7 +14,17 @@ from router.contracts import Tier
 
 @admin.register(AgentKey)
 class AgentKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "scope", "prefix", "owner", "created_at", "revoked_at"]
+    list_display = [
+        "name",
+        "scope",
+        "mode",
+        "upstream_model",
+        "enforce_policies",
+        "prefix",
+        "owner",
+        "revoked_at",
+    ]
+    list_filter = ["scope", "mode"]
     readonly_fields = ["prefix", "key_hash", "webhook_secret", "created_at"]
     search_fields = ["name", "prefix"]
 
@@ -35,8 +45,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Request)
 class RequestAdmin(ReadOnlyAdmin):
-    list_display = ["id", "agent_key", "status", "created_at", "finished_at"]
-    list_filter = ["status", "agent_key"]
+    list_display = ["id", "agent_key", "status", "proposed_by", "created_at", "finished_at"]
+    list_filter = ["status", "proposed_by", "agent_key"]
     search_fields = ["id", "idempotency_key"]
     date_hierarchy = "created_at"
 

@@ -36,8 +36,34 @@ class AgentKey(models.Model):
         AGENT = "agent"
         OPS = "ops"
 
+    class Mode(models.TextChoices):
+        """What ``/v1/chat/completions`` does with this key's calls."""
+
+        GATEWAY = "gateway", "Gateway: reviewq's pipeline answers (small model first, policies, review)"
+        OBSERVE = "observe", "Observe: the upstream LLM answers; reviewq logs it and compares its small model"
+
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.AGENT)
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.GATEWAY)
+    upstream_model = models.ForeignKey(
+        "router.ModelSpec",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Observe mode: the team's own LLM (an openai_compatible model in the registry) "
+        "that answers this key's /v1/chat/completions calls.",
+    )
+    enforce_policies = models.BooleanField(
+        default=False,
+        help_text="Observe mode: an upstream tool call that a risk policy would not release is held "
+        "for review instead of returned (off: it is only recorded as 'would have held').",
+    )
+    decision_wait_ms = models.PositiveIntegerField(
+        default=10_000,
+        help_text="How long /v1/chat/completions waits for a held action's decision before it "
+        "answers that the action awaits review (at most MAX_WAIT_MS).",
+    )
     # Signs webhooks to this agent's callback_url (HMAC-SHA256); shown once with the key.
     webhook_secret = models.CharField(max_length=64, blank=True)
     prefix = models.CharField(max_length=16, help_text="The first characters, to tell keys apart.")
@@ -85,6 +111,22 @@ WORKING_STATUSES = frozenset(
 )
 
 
+class ProposalSource(models.TextChoices):
+    """Where a request's proposal came from: reviewq's own models, the agent itself
+    (``proposed_action``), or the team's upstream LLM observed through /v1/chat/completions."""
+
+    MODEL = "model"
+    AGENT = "agent"
+    UPSTREAM = "upstream"
+
+
+class ToolChoice(models.TextChoices):
+    """Whether a tool-use answer must call a tool (``required``) or may reply instead (``auto``)."""
+
+    AUTO = "auto"
+    REQUIRED = "required"
+
+
 class DecisionBy(models.TextChoices):
     """Who or what decided a request, as its decision trail's ``"by"`` says.
 
@@ -113,6 +155,10 @@ class Request(models.Model):
     labels = models.JSONField(null=True, blank=True)
     output_format = models.CharField(max_length=8, default="json", help_text="extraction: json or yaml")
     parallel_tool_calls = models.BooleanField(default=False, help_text="tool_use: may propose a plan")
+    tool_choice = models.CharField(
+        max_length=8, choices=ToolChoice.choices, default=ToolChoice.REQUIRED, help_text="tool_use: may reply"
+    )
+    proposed_by = models.CharField(max_length=8, choices=ProposalSource.choices, default=ProposalSource.MODEL)
     callback_url = models.URLField(max_length=500, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
@@ -462,6 +508,7 @@ class GoldenTrace(models.Model):
     review_item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="golden_traces")
     context = models.JSONField(help_text="messages and tools as the model saw them")
     proposal = models.JSONField(null=True, blank=True)
+    proposed_by = models.CharField(max_length=8, choices=ProposalSource.choices, default=ProposalSource.MODEL)
     final_action = models.JSONField(
         null=True, blank=True, help_text="What the human released; null if denied."
     )

@@ -11,6 +11,7 @@ from ninja import Schema
 from pydantic import Field, HttpUrl, UrlConstraints, field_validator, model_validator
 
 from router.contracts import REQUEST_TASK_TYPES, TaskType
+from router.prompts import MAX_PLAN_CALLS
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -73,6 +74,20 @@ class Tool(Schema):
     function: FunctionDefinition
 
 
+class ProposedAction(Schema):
+    """The agent's own next step, as its LLM proposed it (an OpenAI assistant message's parts):
+    tool calls, or a reply. reviewq's models are skipped; validators and policies still apply."""
+
+    tool_calls: list[ToolCall] | None = Field(default=None, min_length=1, max_length=MAX_PLAN_CALLS)
+    content: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def one_kind(self) -> ProposedAction:
+        if (self.tool_calls is None) == (self.content is None):
+            raise ValueError("a proposed_action holds either tool_calls or content")
+        return self
+
+
 class RequestIn(Schema):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] = Field(default_factory=list, max_length=128)
@@ -87,6 +102,14 @@ class RequestIn(Schema):
     )
     format: Literal["json", "yaml"] = Field(default="json", description="extraction: also return YAML text")
     parallel_tool_calls: bool = Field(default=False, description="tool_use: allow a plan of several calls")
+    tool_choice: Literal["auto", "required"] = Field(
+        default="required", description="tool_use: 'auto' lets the model reply instead of calling a tool"
+    )
+    proposed_action: ProposedAction | None = Field(
+        default=None,
+        description="The call (or reply) the agent's own LLM proposed: reviewq's models are skipped, "
+        "and the validators, risk policies and review queue decide on it.",
+    )
     wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer, else 202.")
     callback_url: Annotated[HttpUrl, UrlConstraints(max_length=500)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -128,6 +151,8 @@ class RequestIn(Schema):
     def payload(self) -> dict[str, Any]:
         """The request as stored and hashed for idempotency (wait_ms is transport, not content)."""
         data = self.model_dump(mode="json", exclude_none=True, exclude={"wait_ms"})
+        if data.get("tool_choice") == "required":
+            del data["tool_choice"]  # the default: bodies hash as they did before the field existed
         return data
 
 
@@ -141,3 +166,21 @@ class RequestOut(Schema):
 class ErrorOut(Schema):
     code: str
     message: str
+    issues: list[dict[str, str]] | None = Field(
+        default=None,
+        description="invalid_proposed_action: the validators' findings (validator, path, message)",
+    )
+
+
+class ChatCompletionIn(Schema):
+    """OpenAI's Chat Completions request, as far as reviewq reads it; other fields (temperature,
+    max_tokens, ...) are accepted, forwarded upstream in observe mode and ignored otherwise."""
+
+    model: str = Field(default="", max_length=200)
+    messages: list[Message] = Field(min_length=1)
+    tools: list[Tool] = Field(default_factory=list, max_length=128)
+    tool_choice: Literal["auto", "required", "none"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    stream: bool = False
+    n: int | None = Field(default=None, ge=1)

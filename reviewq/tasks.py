@@ -11,7 +11,7 @@ from celery import shared_task
 from reviewq.notify import webhooks
 from reviewq.pipeline.run import run_pipeline as run_request_pipeline
 from reviewq.runtime.request_logging import request_context
-from reviewq.services import recovery
+from reviewq.services import observe, recovery
 
 
 @shared_task(name="reviewq.tasks.run_pipeline")
@@ -38,3 +38,8 @@ def deliver_due_webhooks() -> int:
 @shared_task(name="reviewq.tasks.expire_review_items")
 def expire_review_items() -> int:
     return recovery.expire_review_items()
+
+
+@shared_task(name="reviewq.tasks.compare_upstream_call")
+def compare_upstream_call(call_id: int) -> str:
+    return observe.compare_upstream_call(call_id)

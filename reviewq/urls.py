@@ -13,6 +13,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from reviewq import views
 from reviewq.api import router as requests_router
 from reviewq.errors import ApplicationError
+from reviewq.openai_api import openai_api
 from reviewq.review_api import router as review_router
 from reviewq.untrusted import JSONParser
 from telemetry import views as telemetry_views
@@ -74,6 +75,7 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 urlpatterns = [
     path("", RedirectView.as_view(url="/review/", permanent=False)),
     path("api/v1/", api.urls),
+    path("v1/", openai_api.urls),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("review/", views.queue, name="review_queue"),

@@ -14,6 +14,7 @@ from router.validators import (
     parse_json_answer,
     schema_issues,
     validate_grounding,
+    validate_not_repeated,
     validate_tool_call,
 )
 
@@ -66,18 +67,24 @@ def parse_answer(
             return parsed, None, [ValidationIssue("schema", "$.label", f"{label!r} is not one of the labels")]
         score = 1.0 if confidence is None else round(confidence, 4)
         return parsed, {"id": new_action_id(), "type": "label", "label": label, "score": score}, []
+    return parsed, *_reply(parsed)
+
+
+def _reply(parsed: Any) -> tuple[dict[str, Any] | None, list[ValidationIssue]]:
     if (
         not isinstance(parsed, dict)
         or not isinstance(parsed.get("content"), str)
         or not parsed["content"].strip()
     ):
-        return parsed, None, [ValidationIssue("schema", "$.content", "a reply needs non-empty text content")]
-    return parsed, {"id": new_action_id(), "type": "respond", "content": parsed["content"]}, []
+        return None, [ValidationIssue("schema", "$.content", "a reply needs non-empty text content")]
+    return {"id": new_action_id(), "type": "respond", "content": parsed["content"]}, []
 
 
 def _tool_calls(
     task: TaskSpec, parsed: Any, feedback: str
 ) -> tuple[dict[str, Any] | None, list[ValidationIssue]]:
+    if task.may_reply and isinstance(parsed, dict) and "content" in parsed and "name" not in parsed:
+        return _reply(parsed)
     if isinstance(parsed, dict) and "calls" in parsed and "name" not in parsed:
         calls = parsed["calls"]
         if not isinstance(calls, list) or not calls:
@@ -93,6 +100,8 @@ def _tool_calls(
         checked = validate_tool_call(
             call, task.tools, conversation=task.messages, rules=task.rules, added_text=feedback
         )
+        if not checked and task.may_reply:
+            checked = validate_not_repeated(call, task.messages)
         for issue in checked:
             prefix = f"$.calls[{index}]" if len(calls) > 1 else "$"
             issues.append(ValidationIssue(issue.validator, prefix + issue.path[1:], issue.message))

@@ -1,4 +1,5 @@
-"""The router's vocabulary, one enum per contract: model tiers, task types, escalation triggers.
+"""The router's vocabulary, one enum per contract: model tiers, task types, escalation triggers,
+and how a small model's answer compares with an upstream LLM's.
 
 Stored in rows (``ModelSpec.tier``, ``ModelCall.trigger``, ``EscalationPolicy.task_type``),
 sent by agents (``task_type``) and matched by policies, so each value is spelled in one place.
@@ -48,3 +49,12 @@ class Trigger(models.TextChoices):
     POLICY_REQUIRES_LLM = "policy_requires_llm"
     NO_SLM = "no_slm"
     BACKEND_ERROR = "backend_error"
+
+
+class Agreement(models.TextChoices):
+    """How the small model's answer compares with the upstream LLM's on the same input."""
+
+    AGREES = "agrees", "same tool and arguments (or both replied)"
+    OTHER_ARGUMENTS = "other_arguments", "same tool, other arguments"
+    OTHER_TOOL = "other_tool", "another tool, or a reply instead of a call"
+    NO_ANSWER = "no_answer", "no valid answer from the small model"

@@ -43,6 +43,12 @@ _PARALLEL_CALL_INSTRUCTIONS = (
     "one after another in the order they should run, each on its own. Copy identifiers, emails and "
     "amounts exactly as they appear in the conversation; never invent them."
 )
+# Added to the tool instructions when the answer may be a reply (``tool_choice: auto``).
+_REPLY_INSTRUCTIONS = (
+    " If the conversation calls for a reply to the user rather than a tool call (a tool result "
+    'already answers the question, or you need to ask the user something), answer {"content": '
+    "<your reply>} instead."
+)
 _EXTRACTION_INSTRUCTIONS = (
     "Extract the requested fields from the conversation and answer with JSON only, matching this "
     "JSON Schema. Copy values exactly as they appear; use null where the schema allows it and the "
@@ -73,6 +79,8 @@ class TaskSpec:
     response_schema: dict[str, Any] | None = None
     labels: list[str] | None = None
     parallel_tool_calls: bool = False
+    # tool_use: the model may reply to the user instead of calling a tool (``tool_choice: auto``).
+    may_reply: bool = False
     output_format: str = "json"
     rules: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     # Replaces the task type's standard instructions (the intent check uses it).
@@ -126,11 +134,14 @@ def _tool_catalogue(tools: list[dict[str, Any]]) -> str:
 def output_schema(task: TaskSpec) -> dict[str, Any]:
     """The JSON Schema a model's answer must match (and the grammar local models decode under)."""
     if task.task_type == TaskType.TOOL_USE:
-        return (
+        calls = (
             plan_schema(task.tools, MAX_PLAN_CALLS)
             if task.parallel_tool_calls
             else tool_choice_schema(task.tools)
         )
+        if not task.may_reply:
+            return calls
+        return {"anyOf": [*calls.get("anyOf", [calls]), RESPOND_SCHEMA]}
     if task.task_type == TaskType.EXTRACTION:
         return bounded(task.response_schema or {})
     if task.task_type == TaskType.CLASSIFICATION:
@@ -148,9 +159,12 @@ def build_prompt(task: TaskSpec, *, feedback: str = "", context_tokens: int | No
     cut to fit (router/context_budget.py)."""
     instructions = ""
     if task.task_type == TaskType.TOOL_USE:
+        reply = _REPLY_INSTRUCTIONS if task.may_reply else ""
         plan = _PLAN_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
-        system = f"{plan}\n{_tool_catalogue(task.tools)}"
-        instructions = _PARALLEL_CALL_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
+        system = f"{plan}{reply}\n{_tool_catalogue(task.tools)}"
+        instructions = (
+            _PARALLEL_CALL_INSTRUCTIONS if task.parallel_tool_calls else _TOOL_INSTRUCTIONS
+        ) + reply
     elif task.task_type == TaskType.EXTRACTION:
         system = _EXTRACTION_INSTRUCTIONS + json.dumps(task.response_schema, separators=(",", ":"))
     elif task.task_type == TaskType.CLASSIFICATION:
@@ -171,6 +185,7 @@ def build_prompt(task: TaskSpec, *, feedback: str = "", context_tokens: int | No
         task_type=task.task_type,
         tools=task.tools if task.task_type == TaskType.TOOL_USE else [],
         parallel_tool_calls=task.parallel_tool_calls,
+        may_reply=task.may_reply and task.task_type == TaskType.TOOL_USE,
         instructions=instructions or system,
     )
 

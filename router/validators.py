@@ -13,7 +13,7 @@ from typing import Any
 
 from router.conditions import evaluate_condition
 from router.json_tree import leaves, unstorable_text
-from router.messages import content_text
+from router.messages import call_arguments, content_text
 from router.schemas import tool_function, tool_parameters
 from router.untrusted_schemas import schema_problem, validator_for
 
@@ -138,7 +138,52 @@ def issues_as_feedback(issues: list[ValidationIssue]) -> str:
         return str(issue)
 
     lines = "\n".join(f"- {phrase(issue)}" for issue in issues)
-    return f"Your previous answer was rejected:\n{lines}\nAnswer again with one valid tool call."
+    if any(issue.validator == REPETITION for issue in issues):
+        again = (
+            'Answer again: reply to the user with {"content": <your reply>} using that result, '
+            "or call another tool."
+        )
+    else:
+        again = "Answer again with one valid tool call."
+    return f"Your previous answer was rejected:\n{lines}\n{again}"
+
+
+# --- Repetition ---
+
+REPETITION = "repetition"
+_ERROR_RESULT = re.compile(r"^\W*(error|exception|failed|timeout)\b", re.IGNORECASE)
+
+
+def validate_not_repeated(call: dict[str, Any], conversation: list[dict[str, Any]]) -> list[ValidationIssue]:
+    """A call that the conversation's last assistant turn already made, with the same arguments,
+    and whose (successful) result is the last thing in the conversation: small models make the
+    lookup again instead of answering from its result. Only for answers that may be a reply."""
+    trailing: dict[str, str] = {}
+    index = len(conversation)
+    while index and conversation[index - 1].get("role") == "tool":
+        index -= 1
+        message = conversation[index]
+        trailing[str(message.get("tool_call_id"))] = content_text(message.get("content"))
+    if not trailing or not index or conversation[index - 1].get("role") != "assistant":
+        return []
+    for made in conversation[index - 1].get("tool_calls") or []:
+        function = made.get("function") or {}
+        result = trailing.get(str(made.get("id")))
+        if (
+            result is not None
+            and not _ERROR_RESULT.match(result)
+            and function.get("name") == call.get("name")
+            and call_arguments(function.get("arguments")) == call.get("arguments")
+        ):
+            return [
+                ValidationIssue(
+                    REPETITION,
+                    "$.name",
+                    f"{call['name']} was already called with these arguments, and its result is in the "
+                    "conversation above; do not repeat it",
+                )
+            ]
+    return []
 
 
 # --- Grounding ---

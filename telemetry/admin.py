@@ -10,7 +10,7 @@ from reviewq.admin import ReadOnlyAdmin
 from reviewq.models import GoldenTrace
 from telemetry import exports
 from telemetry.downloads import export_filename, jsonl_response
-from telemetry.models import ModelCall
+from telemetry.models import ModelCall, UpstreamCall
 
 
 @admin.register(ModelCall)
@@ -29,6 +29,27 @@ class ModelCallAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["tier", "purpose", "model_name"]
     search_fields = ["request__id"]
+
+
+@admin.register(UpstreamCall)
+class UpstreamCallAdmin(ReadOnlyAdmin):
+    """The team's own LLM calls (observe mode, imports) and the small model's answer beside each."""
+
+    list_display = [
+        "created_at",
+        "source",
+        "agent_key",
+        "model_name",
+        "tool_name",
+        "latency_ms",
+        "cost_usd",
+        "would_hold",
+        "slm_model",
+        "agreement",
+    ]
+    list_filter = ["source", "agreement", "would_hold", "tool_name"]
+    search_fields = ["tool_name", "model_name"]
+    date_hierarchy = "created_at"
 
 
 def _download(request: HttpRequest, queryset: QuerySet[GoldenTrace], format: str) -> StreamingHttpResponse:

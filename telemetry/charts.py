@@ -18,6 +18,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
+from telemetry.observed import Observed
 from telemetry.selectors import OUTCOMES, Dashboard, Percentiles
 
 # Colour-blind-safe (Okabe-Ito), then greys.
@@ -489,5 +490,34 @@ def dashboard_charts(data: Dashboard) -> dict[str, SafeString]:
             description="Where reviewers had to correct the model's proposal: "
             "the tools the models are weakest on.",
             notes=[f"{share.edits} of {share.decisions}" for share in data.edit_share_by_tool],
+        ),
+    }
+
+
+def observed_charts(data: Observed) -> dict[str, SafeString]:
+    """The observe-mode page's charts: the small model's agreement and the upstream cost per tool."""
+    labels = [f"{row.label} · {row.task_type}" for row in data.rows]
+    return {
+        "agreement": bar_chart(
+            title="Small model agrees with the upstream LLM",
+            categories=labels,
+            series=[Series("agreement", [row.agreement_rate for row in data.rows], PALETTE[1])],
+            value_format=percent,
+            x_max=1.0,
+            description="Share of compared calls where the small model chose the same tool and arguments.",
+            notes=[f"{row.agreeing} of {row.compared}" for row in data.rows],
+        ),
+        "cost": bar_chart(
+            title="Upstream cost and projected saving",
+            categories=labels,
+            series=[
+                Series("upstream cost", [float(row.cost_usd) for row in data.rows], PALETTE[0]),
+                Series(
+                    "projected saving", [float(row.projected_saving_usd) for row in data.rows], PALETTE[2]
+                ),
+            ],
+            value_format=usd,
+            description="What the upstream LLM cost per tool, and what moving the agreeing share would save.",
+            notes=[_count(row.calls, "call") for row in data.rows],
         ),
     }

@@ -66,6 +66,7 @@ _RAW_COLUMNS = (
     "created_at",
     "context",
     "proposal",
+    "proposed_by",
     "final_action",
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from router.contracts import Tier, Trigger
+from router.contracts import Agreement, Tier, Trigger
 
 
 class ModelCall(models.Model):
@@ -46,3 +46,61 @@ class ModelCall(models.Model):
     @property
     def is_valid(self) -> bool:
         return not self.error and not self.validation_errors
+
+
+class UpstreamCall(models.Model):
+    """One call a team's own LLM answered: observed through /v1/chat/completions, or imported
+    from the team's logs. What the small model would have answered is recorded beside it, so
+    the dashboard can say where it already agrees and what moving that share would save."""
+
+    class Source(models.TextChoices):
+        OBSERVED = "observed", "Observed through /v1/chat/completions"
+        IMPORTED = "imported", "Imported from logs"
+
+    source = models.CharField(max_length=8, choices=Source.choices)
+    agent_key = models.ForeignKey(
+        "reviewq.AgentKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # SHA-256 of the canonical messages, tools and answer: an imported line is stored once.
+    content_sha256 = models.CharField(max_length=64, db_index=True)
+    model_name = models.CharField(max_length=200, blank=True, help_text="The upstream model.")
+    messages = models.JSONField(default=list)
+    tools = models.JSONField(default=list, blank=True)
+    answer = models.JSONField(
+        null=True, blank=True, help_text="The upstream LLM's assistant message (null if the call failed)."
+    )
+    tool_name = models.CharField(max_length=64, blank=True, help_text="Its first tool call; empty: a reply.")
+    task_type = models.CharField(max_length=32, blank=True)
+    latency_ms = models.FloatField(default=0)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=8, default=0)
+    error = models.TextField(blank=True, help_text="Why the upstream call failed, if it did.")
+    # The risk policies' decision on the upstream answer, and whether it was enforced.
+    policy_decision = models.CharField(max_length=16, blank=True)
+    policy_name = models.CharField(max_length=100, blank=True)
+    would_hold = models.BooleanField(null=True, blank=True, help_text="A policy would not have released it.")
+    held_request = models.ForeignKey(
+        "reviewq.Request", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The small model's answer on the same input, proposed off the hot path.
+    slm_model = models.CharField(max_length=100, blank=True)
+    slm_answer = models.JSONField(null=True, blank=True)
+    slm_issues = models.JSONField(default=list, blank=True)
+    slm_latency_ms = models.FloatField(null=True, blank=True)
+    slm_cost_usd = models.DecimalField(max_digits=12, decimal_places=8, null=True, blank=True)
+    agreement = models.CharField(max_length=16, choices=Agreement.choices, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["content_sha256"],
+                condition=models.Q(source="imported"),
+                name="one_imported_call_per_content",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.model_name} {self.tool_name or 'reply'}"

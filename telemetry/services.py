@@ -1,4 +1,4 @@
-"""Writes to the model-call log."""
+"""Writes to the model-call log and the log of upstream LLM calls."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 from router.backends.base import Generation
 from router.json_tree import UNSTORABLE
 from router.models import ModelSpec
+from router.openai_actions import action_from_message, first_tool_name
+from router.prompts import task_type_of
 from router.validators import ValidationIssue, issues_as_dicts
-from telemetry.models import ModelCall
+from telemetry.models import ModelCall, UpstreamCall
 
 
 def _storable(text: str) -> str:
@@ -52,4 +54,42 @@ def model_call_record(
         error=_storable(error),
         escalated=escalated,
         trigger=trigger,
+    )
+
+
+def upstream_call_record(
+    *,
+    source: str,
+    agent_key: Any,
+    model: ModelSpec | None,
+    model_name: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    answer: dict[str, Any] | None,
+    content_sha256: str,
+    latency_ms: float = 0,
+    tokens: tuple[int, int] = (0, 0),
+    error: str = "",
+    policy: tuple[str, str, bool | None] = ("", "", None),
+) -> UpstreamCall:
+    """Stores one upstream LLM call (observed or imported) with its cost at the registry's prices."""
+    task_type, _ = task_type_of(hint="", tools=tools, response_schema=None, labels=None)
+    return UpstreamCall.objects.create(
+        source=source,
+        agent_key=agent_key,
+        content_sha256=content_sha256,
+        model_name=model_name,
+        messages=messages,
+        tools=tools,
+        answer=answer,
+        tool_name=first_tool_name(action_from_message(answer)) if answer else "",
+        task_type=task_type,
+        latency_ms=latency_ms,
+        tokens_in=tokens[0],
+        tokens_out=tokens[1],
+        cost_usd=model.cost_usd(*tokens) if model is not None else Decimal(0),
+        error=error,
+        policy_decision=policy[0],
+        policy_name=policy[1],
+        would_hold=policy[2],
     )

@@ -6,4 +6,5 @@ from telemetry import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("observed/", views.observed_dashboard, name="observed_dashboard"),
 ]

@@ -9,15 +9,19 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from reviewq.permissions import is_reviewer
-from telemetry import charts, selectors
+from telemetry import charts, observed, selectors
 from telemetry import metrics as prometheus
+
+
+def _refuse_outsiders(request: HttpRequest) -> None:
+    # A logged-in outsider gets a plain refusal, not a loop back to the login page.
+    if not is_reviewer(request.user):
+        raise PermissionDenied("the dashboard is for reviewers and staff")
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    # A logged-in outsider gets a plain refusal, not a loop back to the login page.
-    if not is_reviewer(request.user):
-        raise PermissionDenied("the dashboard is for reviewers and staff")
+    _refuse_outsiders(request)
     try:
         window = selectors.window_get(request.GET.get("window"))
     except selectors.UnknownWindow as exc:
@@ -25,6 +29,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     data = selectors.dashboard_get(window=window)
     context = {"data": data, "charts": charts.dashboard_charts(data), "windows": list(selectors.WINDOWS)}
     return render(request, "telemetry/dashboard.html", context)
+
+
+@login_required
+def observed_dashboard(request: HttpRequest) -> HttpResponse:
+    """Observe mode's page: the upstream LLM's calls, the small model's agreement, the saving."""
+    _refuse_outsiders(request)
+    try:
+        window = selectors.window_get(request.GET.get("window") or "7d")
+    except selectors.UnknownWindow as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+    data = observed.observed_get(window=window)
+    context = {"data": data, "charts": charts.observed_charts(data), "windows": list(selectors.WINDOWS)}
+    return render(request, "telemetry/observed.html", context)
 
 
 def metrics(request: HttpRequest) -> HttpResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from reviewq.config.demo import retail_tools
@@ -32,4 +33,15 @@ def risky_body(**extra: Any) -> dict[str, Any]:
         "get_order_details",
         "cancel_pending_order",
         **extra,
+    )
+
+
+def post_request(client: Any, key: str, payload: Any, **headers: Any) -> Any:
+    """POST /api/v1/requests with the agent key ``key``; ``payload`` as JSON (a string as is)."""
+    return client.post(
+        "/api/v1/requests",
+        payload if isinstance(payload, str) else json.dumps(payload),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        **headers,
     )

@@ -7,6 +7,7 @@ modules import the fixture with ``from tests.fake_openai import fake_openai_fixt
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,15 @@ import pytest
 
 from tests.fake_anthropic import Scripted, ScriptedServer, error_answer, slow_answer
 
-__all__ = ["FakeOpenAI", "chat_answer", "error_answer", "fake_openai_fixture", "slow_answer"]
+__all__ = [
+    "FakeOpenAI",
+    "chat_answer",
+    "error_answer",
+    "fake_openai_fixture",
+    "slow_answer",
+    "tool_call_answer",
+    "tool_call_completion",
+]
 
 
 def chat_answer(
@@ -44,6 +53,31 @@ def chat_answer(
             "total_tokens": prompt_tokens + completion_tokens,
         }
     return Scripted(body=body)
+
+
+def tool_call_completion(
+    name: str, arguments: dict[str, Any], *, call_id: str = "call_up_1"
+) -> dict[str, Any]:
+    """A chat completion whose message calls ``name`` (an upstream LLM's tool call)."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+    return {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-team",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {"prompt_tokens": 812, "completion_tokens": 31, "total_tokens": 843},
+    }
+
+
+def tool_call_answer(name: str, **arguments: Any) -> Scripted:
+    return Scripted(body=tool_call_completion(name, arguments))
 
 
 class FakeOpenAI(ScriptedServer):

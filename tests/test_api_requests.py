@@ -10,20 +10,13 @@ from django.utils import timezone
 
 from reviewq.models import AgentKey, Request, RequestStatus, ReviewItem
 from telemetry.models import ModelCall
-from tests.factories import body, read_body, risky_body
+from tests.factories import body, post_request, read_body, risky_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
 
 
 def post(client: Client, key: str, payload: Any, **headers: Any) -> Any:
-    data = payload if isinstance(payload, str) else json.dumps(payload)
-    return client.post(
-        "/api/v1/requests",
-        data,
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-        **headers,
-    )
+    return post_request(client, key, payload, **headers)
 
 
 def test_it_releases_a_read_only_call(client: Client, agent: Any) -> None:

@@ -12,7 +12,7 @@ from reviewq.models import Request, RequestStatus
 from router.backends.fake import FakeBackend
 from router.models import EscalationPolicy, ModelSpec
 from telemetry.models import ModelCall
-from tests.factories import body, read_body
+from tests.factories import body, post_request, read_body
 from tests.fake_anthropic import FakeAnthropic, error_answer, fake_anthropic_fixture, tool_use_answer  # noqa: F401
 
 pytestmark = [
@@ -30,12 +30,7 @@ def llm(fake_anthropic: FakeAnthropic, settings: Any) -> FakeAnthropic:
 
 
 def post(client: Client, key: str, payload: dict[str, Any]) -> Any:
-    return client.post(
-        "/api/v1/requests",
-        json.dumps(payload),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    ).json()
+    return post_request(client, key, payload).json()
 
 
 def test_a_failed_slm_answer_is_fixed_by_the_llm(client: Client, agent: Any, llm: FakeAnthropic) -> None:

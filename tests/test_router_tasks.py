@@ -13,7 +13,7 @@ from reviewq.models import Request, RequestStatus, RiskPolicy, ToolSpec
 from router.backends.fake import FakeBackend
 from router.models import EscalationPolicy, ModelSpec
 from telemetry.models import ModelCall
-from tests.factories import body, read_body, tools
+from tests.factories import body, post_request, read_body, tools
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -22,12 +22,7 @@ pytestmark = [
 
 
 def post(client: Client, key: str, payload: dict[str, Any]) -> Any:
-    return client.post(
-        "/api/v1/requests",
-        json.dumps(payload),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    return post_request(client, key, payload)
 
 
 EXTRACTION_SCHEMA = {

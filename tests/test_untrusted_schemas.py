@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from reviewq.services import decisions, intake
 from router.backends.fake import FakeBackend
 from router.untrusted_schemas import schema_problem, validator_for
 from router.validators import validate_tool_call
+from tests.factories import post_request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded", "inline_pipeline")]
 
@@ -40,12 +40,7 @@ def evil_tool() -> dict[str, Any]:
 
 
 def post(client: Client, key: str, payload: dict[str, Any]) -> Any:
-    return client.post(
-        "/api/v1/requests",
-        json.dumps(payload),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key}",
-    )
+    return post_request(client, key, payload)
 
 
 @pytest.fixture

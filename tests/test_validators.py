@@ -5,7 +5,14 @@ from typing import Any
 import pytest
 
 from router.pii import find_pii, iban_valid, luhn_valid
-from router.validators import validate_business_rules, validate_grounding, validate_tool_call
+from router.validators import (
+    REPETITION,
+    issues_as_feedback,
+    validate_business_rules,
+    validate_grounding,
+    validate_not_repeated,
+    validate_tool_call,
+)
 from tests.factories import tools
 
 CONVERSATION: list[dict[str, Any]] = [
@@ -206,3 +213,47 @@ def test_an_exchange_for_the_same_items_is_refused_by_the_demo_rules() -> None:
     [issue] = validate_business_rules(same, rules)
     assert issue.message == "new_item_ids must differ from item_ids"
     assert validate_business_rules({**same, "new_item_ids": ["7706410293"]}, rules) == []
+
+
+LOOKUP_CALL = {"name": "get_order_details", "arguments": {"order_id": "#W2378156"}}
+
+
+def _answered(result: str) -> list[dict[str, Any]]:
+    made = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_order_details", "arguments": '{"order_id": "#W2378156"}'},
+    }
+    return [
+        {"role": "user", "content": "Where is order #W2378156?"},
+        {"role": "assistant", "content": None, "tool_calls": [made]},
+        {"role": "tool", "tool_call_id": "c1", "content": result},
+    ]
+
+
+def test_repeating_the_call_just_answered_is_refused_with_feedback_to_reply() -> None:
+    [issue] = validate_not_repeated(LOOKUP_CALL, _answered('{"status": "delivered"}'))
+    assert issue.validator == REPETITION
+    feedback = issues_as_feedback([issue])
+    assert '{"content": <your reply>}' in feedback and "do not repeat it" in feedback
+    # Another order, an error result, or a result that is not the last message: nothing to refuse.
+    other = {"name": "get_order_details", "arguments": {"order_id": "#W0000001"}}
+    assert validate_not_repeated(other, _answered('{"status": "delivered"}')) == []
+    assert validate_not_repeated(LOOKUP_CALL, _answered("Error: order service timed out")) == []
+    later = [*_answered("{}"), {"role": "user", "content": "Look again please"}]
+    assert validate_not_repeated(LOOKUP_CALL, later) == []
+
+
+def test_only_an_answer_that_may_be_a_reply_is_checked_for_repetition() -> None:
+    from router.answers import parse_answer
+    from router.prompts import TaskSpec
+
+    conversation = _answered('{"status": "delivered"}')
+    text = '{"name": "get_order_details", "arguments": {"order_id": "#W2378156"}}'
+    required = TaskSpec("tool_use", conversation, tools("get_order_details"))
+    assert parse_answer(required, text)[1] is not None
+    auto = TaskSpec("tool_use", conversation, tools("get_order_details"), may_reply=True)
+    _, action, issues = parse_answer(auto, text)
+    assert action is None and [issue.validator for issue in issues] == [REPETITION]
+    _, reply, _ = parse_answer(auto, '{"content": "It was delivered."}')
+    assert reply is not None and reply["type"] == "respond"

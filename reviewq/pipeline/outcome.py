@@ -44,6 +44,7 @@ def apply_policy(request: Request, outcome: Outcome, decision: PolicyDecision) -
         **decision.as_dict(),
         "model": outcome.model,
         "tier": outcome.tier,
+        "proposed_by": request.proposed_by,
         "uncertainty": outcome.uncertainty,
         "escalation_trigger": outcome.trigger or None,
         # Kinds and places only: the values stay in the action, not copied into more records.

@@ -13,14 +13,16 @@ from typing import Any
 from django.db.models import F
 
 from reviewq.config.snapshot import Configuration, current_configuration, stamp_subquery
-from reviewq.models import DecisionBy, Request, RequestStatus, RiskPolicy
+from reviewq.models import DecisionBy, ProposalSource, Request, RequestStatus, RiskPolicy, ToolChoice
 from reviewq.pipeline.ladder import Outcome, TakenOver, climb_slm_rungs, escalate, route_slm
 from reviewq.pipeline.outcome import apply_policy, hold
 from reviewq.pipeline.policies import PolicyDecision, decide_answer
 from reviewq.runtime.leases import keeping_lease
+from reviewq.services.intake import proposal_issues
 from reviewq.transitions import move_request
 from router.contracts import Trigger
 from router.prompts import TaskSpec, build_prompt, task_type_of
+from router.validators import issues_as_feedback
 
 
 def run_pipeline(request_id: Any) -> None:
@@ -34,6 +36,9 @@ def run_pipeline(request_id: Any) -> None:
         return  # another worker owns it, it is already done (a redelivered task), or it is gone
     # Ops' configuration, from this process's snapshot unless the stamp read with the row changed.
     configuration = current_configuration(request.config_stamp)
+    if request.proposed_by != ProposalSource.MODEL:
+        gate_proposed_action(request, configuration)
+        return
     task = task_spec_for(request, configuration)
     escalation = configuration.escalation_for(task.task_type)
     # Routing reads only configuration, so it happens before the claim: the claim and the route
@@ -83,6 +88,46 @@ def run_pipeline(request_id: Any) -> None:
         apply_policy(request, outcome, decision)
 
 
+def gate_proposed_action(request: Request, configuration: Configuration) -> None:
+    """A proposal the agent (or its upstream LLM) made: no model of reviewq's proposes; the
+    validators run again (ops' rules may have changed since intake) and the risk policies decide,
+    as on a model's proposal. An invalid one is held for a human, never released."""
+    if not move_request(
+        request.id,
+        from_statuses=[RequestStatus.RECEIVED],
+        to_status=RequestStatus.PROPOSING,
+        pipeline_runs=F("pipeline_runs") + 1,
+    ):
+        return  # lost the claim to another worker
+    proposer = request.agent_key.name if request.proposed_by == ProposalSource.AGENT else "upstream LLM"
+    issues = proposal_issues(_payload_of(request), request.proposal or {})
+    if issues:
+        reason = f"the {request.proposed_by}'s proposal fails validation: " + issues_as_feedback(issues)
+        trail = {
+            "by": DecisionBy.PIPELINE,
+            "decision": RiskPolicy.Decision.HUMAN,
+            "reason": reason,
+            "proposed_by": request.proposed_by,
+            "model": proposer,
+        }
+        hold(request, reason=reason, trail=trail)
+        return
+    outcome = Outcome(request.proposal, model=proposer)
+    decision = _decision_for(request, outcome, configuration)
+    assert decision is not None
+    apply_policy(request, outcome, decision)
+
+
+def _payload_of(request: Request) -> dict[str, Any]:
+    return {
+        "messages": request.messages,
+        "tools": request.tools,
+        "task_type": request.task_type,
+        "response_schema": request.response_schema,
+        "labels": request.labels,
+    }
+
+
 def _decision_for(request: Request, outcome: Outcome, configuration: Configuration) -> PolicyDecision | None:
     """The policy decision on the outcome's action, computed once per proposal (None: no action)."""
     if outcome.action is None:
@@ -112,6 +157,7 @@ def task_spec_for(request: Request, configuration: Configuration | None = None) 
         response_schema=request.response_schema,
         labels=request.labels,
         parallel_tool_calls=request.parallel_tool_calls,
+        may_reply=request.tool_choice == ToolChoice.AUTO,
         output_format=request.output_format,
         rules=configuration.tool_rules(tool["function"]["name"] for tool in request.tools),
         task_type_reason=reason,

@@ -42,7 +42,8 @@ def agent_key_authenticate(raw_key: str, *, scope: str = AgentKey.Scope.AGENT) -
     key_hash = _hash_key(raw_key)
     key = (
         AgentKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True, scope=scope)
-        .select_related("owner")
+        # The upstream model too: observe mode forwards every call to it, without another query.
+        .select_related("owner", "upstream_model")
         .first()
     )
     if key is not None and settings.AGENT_KEY_CACHE_SECONDS > 0:

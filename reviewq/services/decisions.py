@@ -238,6 +238,7 @@ def _finish(
         # What the pipeline knew stays in the trail: which model proposed, and why it climbed.
         "model": (request.decision or {}).get("model"),
         "tier": (request.decision or {}).get("tier"),
+        "proposed_by": request.proposed_by,
         "escalation_trigger": (request.decision or {}).get("escalation_trigger"),
     }
     moved = finish_request(
@@ -255,6 +256,7 @@ def _finish(
         review_item=item,
         context={"messages": request.messages, "tools": request.tools},
         proposal=request.proposal,
+        proposed_by=request.proposed_by,
         final_action=final_action,
         decision=decision,
         reason=reason,

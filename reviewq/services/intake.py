@@ -12,13 +12,16 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from reviewq.config.snapshot import current_configuration
 from reviewq.errors import ApplicationError
-from reviewq.models import AgentKey, Request
+from reviewq.models import AgentKey, ProposalSource, Request, ToolChoice
 from reviewq.notify.webhooks import callback_url_problem
 from reviewq.runtime.dispatch import later
-from router.prompts import check_response_schema
+from router.answers import parse_answer
+from router.openai_actions import action_from_message, answer_text
+from router.prompts import TaskSpec, check_response_schema, task_type_of
 from router.schemas import tool_function
-from router.validators import check_tool_schema
+from router.validators import REPETITION, ValidationIssue, check_tool_schema, issues_as_dicts
 
 
 def enqueue_pipeline(request_id: Any) -> None:
@@ -30,7 +33,7 @@ def _canonical_sha256(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _check_tools(tools: list[dict[str, Any]]) -> None:
+def check_tools(tools: list[dict[str, Any]]) -> None:
     seen: set[str] = set()
     for index, tool in enumerate(tools):
         name = tool_function(tool)["name"]
@@ -42,7 +45,7 @@ def _check_tools(tools: list[dict[str, Any]]) -> None:
             raise ApplicationError("invalid_tool_schema", f"tools[{index}] ({name}): {problem}")
 
 
-def _check_tool_history(messages: list[dict[str, Any]]) -> None:
+def check_tool_history(messages: list[dict[str, Any]]) -> None:
     """Tool results must answer a tool call made earlier in the conversation."""
     call_ids: set[str] = set()
     for index, message in enumerate(messages):
@@ -56,16 +59,49 @@ def _check_tool_history(messages: list[dict[str, Any]]) -> None:
             )
 
 
+def proposal_issues(payload: dict[str, Any], action: dict[str, Any]) -> list[ValidationIssue]:
+    """What the validator chain finds wrong with a proposal the agent (or its LLM) made for the
+    request in ``payload``: the same checks as a model's answer (schema, grounding in what the
+    agent sent, business rules). A reply is always a possible answer here."""
+    tools = payload.get("tools") or []
+    task_type, _ = task_type_of(
+        hint=payload.get("task_type") or "",
+        tools=tools,
+        response_schema=payload.get("response_schema"),
+        labels=payload.get("labels"),
+    )
+    task = TaskSpec(
+        task_type=task_type,
+        messages=payload["messages"],
+        tools=tools,
+        parallel_tool_calls=True,
+        may_reply=True,
+        rules=current_configuration().tool_rules(tool_function(tool)["name"] for tool in tools),
+    )
+    _, _, issues = parse_answer(task, answer_text(action))
+    # Repeating an answered call is a small model's loop; an agent may mean it (polling, say).
+    return [issue for issue in issues if issue.validator != REPETITION]
+
+
 def request_create(
-    *, agent_key: AgentKey, payload: dict[str, Any], idempotency_key: str = ""
+    *,
+    agent_key: AgentKey,
+    payload: dict[str, Any],
+    idempotency_key: str = "",
+    proposed_by: str = ProposalSource.AGENT,
+    check_proposal: bool = True,
 ) -> tuple[Request, bool]:
     """Accepts an agent request and enqueues its pipeline. Returns (request, created).
 
     With an ``idempotency_key``, a repeat of the same body returns the first request; the same
-    key with another body is refused (409).
+    key with another body is refused (409). A ``proposed_action`` in the payload is checked by
+    the validators now (422 with their errors) and skips reviewq's models: the pipeline takes it
+    straight to the risk policies. ``proposed_by`` says whose it is (the agent's, or its upstream
+    LLM's as observe mode saw it); with ``check_proposal`` off (observe mode's enforcement) an
+    invalid proposal is not refused here but held for a human by the pipeline.
     """
-    _check_tools(payload.get("tools") or [])
-    _check_tool_history(payload["messages"])
+    check_tools(payload.get("tools") or [])
+    check_tool_history(payload["messages"])
     if payload.get("callback_url"):
         problem = callback_url_problem(payload["callback_url"])
         if problem:
@@ -74,6 +110,22 @@ def request_create(
         problem = check_response_schema(payload["response_schema"])
         if problem:
             raise ApplicationError("invalid_response_schema", problem)
+    proposal = None
+    if payload.get("proposed_action"):
+        if payload["proposed_action"].get("tool_calls") and not payload.get("tools"):
+            raise ApplicationError(
+                "invalid_proposed_action", "proposed tool calls need the request's tools", status=422
+            )
+        proposal = action_from_message(payload["proposed_action"])
+        issues = proposal_issues(payload, proposal) if check_proposal else []
+        if issues:
+            raise ApplicationError(
+                "invalid_proposed_action",
+                "the proposed action fails validation: "
+                + "; ".join(f"{issue.path}: {issue.message}" for issue in issues),
+                status=422,
+                extra={"issues": issues_as_dicts(issues)},
+            )
     body_sha256 = _canonical_sha256(payload)
 
     if idempotency_key:
@@ -97,6 +149,9 @@ def request_create(
                 labels=payload.get("labels"),
                 output_format=payload.get("format", "json"),
                 parallel_tool_calls=payload.get("parallel_tool_calls", False),
+                tool_choice=payload.get("tool_choice", ToolChoice.REQUIRED),
+                proposal=proposal,
+                proposed_by=proposed_by if proposal is not None else ProposalSource.MODEL,
                 callback_url=payload.get("callback_url") or "",
                 metadata=payload.get("metadata") or {},
                 # Claimed within seconds unless its hand-over was lost: then the sweeper hands it over.

@@ -102,7 +102,8 @@ def build_request(prompt: Prompt, *, model: str) -> dict[str, Any]:
         if not tools:
             raise BackendError("a tool_use prompt needs at least one tool")
         tool_choice: dict[str, Any] = {
-            "type": "any",
+            # "auto" lets Claude answer in text: a reply instead of a call.
+            "type": "auto" if prompt.may_reply else "any",
             "disable_parallel_tool_use": not prompt.parallel_tool_calls,
         }
     else:
@@ -265,6 +266,9 @@ def answer_text(prompt: Prompt, message: Any) -> str:
         # A cut-off tool call can still parse, with arguments silently missing.
         raise BackendError(f"Anthropic answer was cut off at max_tokens ({len(calls)} tool_use blocks)")
     if prompt.task_type == TaskType.TOOL_USE:
+        if not calls and prompt.may_reply:
+            text = "".join(getattr(block, "text", "") for block in message.content or [])
+            return compact_json({"content": text.strip()})
         if not calls:
             raise BackendError(f"Anthropic answered without a tool call (stop_reason={message.stop_reason})")
         answers = [{"name": block.name, "arguments": _as_dict(block.input)} for block in calls]

@@ -35,6 +35,8 @@ class Prompt:
     task_type: str = TaskType.TOOL_USE
     tools: list[dict[str, Any]] = field(default_factory=list)
     parallel_tool_calls: bool = False
+    # tool_use: the answer may be a reply (``{"content"}``) instead of a call.
+    may_reply: bool = False
     # ``system`` without the tool list: for a model whose chat template lists the tools itself.
     instructions: str = ""
 

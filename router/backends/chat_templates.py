@@ -86,7 +86,9 @@ def render_qwen_tools(prompt: Prompt) -> tuple[str, str, str]:
     if responses:
         parts.append("<|im_start|>user" + "".join(responses) + "<|im_end|>\n")
     feedback = _turn("user", prompt.feedback) if prompt.feedback else ""
-    answer = "<|im_start|>assistant\n" + ("" if prompt.parallel_tool_calls else CALL_OPEN.lstrip("\n"))
+    # A plan, or an answer that may be a reply, is the grammar's JSON from its first character.
+    begun = prompt.parallel_tool_calls or prompt.may_reply
+    answer = "<|im_start|>assistant\n" + ("" if begun else CALL_OPEN.lstrip("\n"))
     return prefix, "".join(parts), feedback + answer
 
 

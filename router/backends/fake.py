@@ -83,13 +83,15 @@ class FakeBackend:
         last_words = _words(_text_of(last))
         schema = prompt.output_schema
         if prompt.task_type == TaskType.TOOL_USE:
+            if prompt.may_reply and prompt.conversation and prompt.conversation[-1].get("role") == "tool":
+                # A literal model that may reply does so once a tool has answered.
+                return {"content": "Here is what I found: " + _text_of(prompt.conversation[-1])[:200]}
+            # An answer that may be a reply has the reply's schema beside the calls': drop it.
+            calls = [s for s in schema.get("anyOf", [schema]) if "content" not in s.get("properties", {})]
             if prompt.parallel_tool_calls:
-                return {
-                    "calls": [
-                        self._tool_call(schema["properties"]["calls"]["items"], last_words, conversation_text)
-                    ]
-                }
-            return self._tool_call(schema, last_words, conversation_text)
+                items = calls[0]["properties"]["calls"]["items"]
+                return {"calls": [self._tool_call(items, last_words, conversation_text)]}
+            return self._tool_call({"anyOf": calls}, last_words, conversation_text)
         if prompt.task_type == TaskType.ADJUDICATION:
             return {"verdict": "unsure", "reason": "the fake adjudicator has no opinion"}
         if prompt.task_type == TaskType.CLASSIFICATION:
