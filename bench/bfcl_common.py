@@ -420,6 +420,25 @@ def setup_django(*, anthropic_key: str | None) -> Harness:
     return Harness(data_dir=directory, agent_key=key)
 
 
+def use_proposers(names: list[str]) -> None:
+    """Only the small models ``names`` propose tool calls, each serving every request shape."""
+    from router.contracts import TaskType, Tier
+    from router.models import ModelSpec
+
+    for spec in ModelSpec.objects.filter(tier=Tier.SLM):
+        if TaskType.TOOL_USE not in spec.strengths:
+            continue
+        chosen = spec.name in names
+        spec.enabled = chosen
+        if chosen:
+            spec.max_prompt_tokens = spec.max_tools = None
+            spec.plans_parallel_calls = True
+        spec.save()
+    missing = set(names) - set(ModelSpec.objects.filter(name__in=names).values_list("name", flat=True))
+    if missing:
+        raise SystemExit(f"no such model: {', '.join(sorted(missing))}")
+
+
 def submit(harness: Harness, question: Question) -> Any:
     """Creates the request for ``question``; the pipeline runs to its end before this returns."""
     from reviewq.services.intake import request_create

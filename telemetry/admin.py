@@ -1,16 +1,20 @@
-"""The model-call log and golden traces in the admin: read-only, traces downloadable as JSONL."""
+"""Telemetry in the admin, read-only: the model-call log, upstream calls, golden traces (downloadable
+as JSONL), task clusters (with the action that trains an adapter for one) and datasets."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 
 from reviewq.admin import ReadOnlyAdmin
 from reviewq.models import GoldenTrace
+from reviewq.runtime.dispatch import later
+from router.contracts import TaskType, Tier
+from router.models import ModelSpec
 from telemetry import exports
 from telemetry.downloads import export_filename, jsonl_response
-from telemetry.models import ModelCall, UpstreamCall
+from telemetry.models import Dataset, ModelCall, TaskCluster, UpstreamCall
 
 
 @admin.register(ModelCall)
@@ -50,6 +54,60 @@ class UpstreamCallAdmin(ReadOnlyAdmin):
     list_filter = ["source", "agreement", "would_hold", "tool_name"]
     search_fields = ["tool_name", "model_name"]
     date_hierarchy = "created_at"
+
+
+@admin.register(TaskCluster)
+class TaskClusterAdmin(ReadOnlyAdmin):
+    """The tasks the traffic keeps asking for, rebuilt by ``manage.py build_clusters``."""
+
+    list_display = [
+        "final",
+        "label",
+        "traces",
+        "share",
+        "cost_usd",
+        "first_proposal_accuracy",
+        "escalation_rate",
+        "human_edit_rate",
+        "risky",
+        "candidate",
+    ]
+    list_filter = ["candidate", "risky", "final"]
+    search_fields = ["label", "final"]
+    readonly_fields = ["candidate_reason"]
+    actions = ["train_adapter"]
+
+    @admin.action(description="Train an adapter for the cheapest small model (on the training queue)")
+    def train_adapter(self, request: HttpRequest, queryset: QuerySet[TaskCluster]) -> None:
+        base = cheapest_tool_use_base()
+        if base is None:
+            self.message_user(request, "no enabled llama.cpp small model proposes tool calls", messages.ERROR)
+            return
+        for cluster in queryset:
+            later("reviewq.tasks.train_adapter", base.name, cluster.key, request.user.get_username())
+        self.message_user(
+            request,
+            f"training queued for {queryset.count()} cluster(s) on {base.name}: the Adapters page shows "
+            "each adapter once trained and replayed",
+        )
+
+
+@admin.register(Dataset)
+class DatasetAdmin(ReadOnlyAdmin):
+    """Versioned training sets, built by ``manage.py build_dataset``."""
+
+    list_display = ["version", "train_rows", "replay_rows", "negative_rows", "sha256", "created_at"]
+    readonly_fields = ["filters", "counts", "path"]
+
+
+def cheapest_tool_use_base() -> ModelSpec | None:
+    """The small llama.cpp model the ladder tries first for tool calls: the one to specialise."""
+    candidates = [
+        spec
+        for spec in ModelSpec.objects.filter(tier=Tier.SLM, enabled=True, backend=ModelSpec.Backend.LLAMA_CPP)
+        if TaskType.TOOL_USE in (spec.strengths or [])
+    ]
+    return min(candidates, key=lambda spec: (spec.price_input_per_mtok, spec.name), default=None)
 
 
 def _download(request: HttpRequest, queryset: QuerySet[GoldenTrace], format: str) -> StreamingHttpResponse:

@@ -104,3 +104,83 @@ class UpstreamCall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.model_name} {self.tool_name or 'reply'}"
+
+
+class TaskCluster(models.Model):
+    """A task the traffic keeps asking for: one tool set, one final tool (or task type), and
+    requests whose text is alike. Rebuilt by ``manage.py build_clusters`` (telemetry/clusters.py)."""
+
+    key = models.CharField(max_length=64, unique=True, help_text="Stable across rebuilds of the same data.")
+    tool_set = models.JSONField(default=list, help_text="The names of the tools the requests offered.")
+    final = models.CharField(max_length=100, help_text="The tool the final action called, or the task type.")
+    label = models.CharField(max_length=200, help_text="The request text closest to the cluster's centre.")
+    traces = models.PositiveIntegerField(default=0)
+    share = models.FloatField(default=0, help_text="Of all clustered traces.")
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    first_proposal_accuracy = models.FloatField(
+        null=True, blank=True, help_text="The small model's first proposal against the final action."
+    )
+    escalation_rate = models.FloatField(null=True, blank=True)
+    human_edit_rate = models.FloatField(null=True, blank=True, help_text="Of the human decisions.")
+    risky = models.BooleanField(default=False, help_text="Its final tool moves money, PII or deletes.")
+    candidate = models.BooleanField(default=False, help_text="Worth a specialist adapter.")
+    candidate_reason = models.CharField(max_length=300, blank=True)
+    built_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-traces", "key"]
+
+    def __str__(self) -> str:
+        return f"{self.final}: {self.label[:60]} ({self.traces})"
+
+
+class ClusterMember(models.Model):
+    """One trace of a cluster: a finished request, or an upstream LLM call."""
+
+    cluster = models.ForeignKey(TaskCluster, on_delete=models.CASCADE, related_name="members")
+    request = models.ForeignKey(
+        "reviewq.Request", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    upstream_call = models.ForeignKey(
+        UpstreamCall, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.cluster_id}: {self.request_id or self.upstream_call_id}"
+
+
+class Dataset(models.Model):
+    """A stored, versioned training set: train and replay rows (and DPO negatives) as JSONL files
+    under DATA_DIR/datasets/, with the filters that reproduce it (telemetry/datasets.py)."""
+
+    version = models.PositiveIntegerField(unique=True)
+    filters = models.JSONField(default=dict)
+    sha256 = models.CharField(
+        max_length=64, help_text="Of the rows, in order: the same data and filters give the same hash."
+    )
+    train_rows = models.PositiveIntegerField(default=0)
+    replay_rows = models.PositiveIntegerField(default=0)
+    negative_rows = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(
+        default=dict, help_text="Rows per split, source and cluster; what was skipped and why."
+    )
+    path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+
+    def __str__(self) -> str:
+        return f"dataset v{self.version} ({self.train_rows} train, {self.replay_rows} replay)"
+
+
+class ReplayTrace(models.Model):
+    """A trace held out for replay evaluation: no dataset ever puts it in its train split."""
+
+    trace = models.CharField(max_length=64, unique=True, help_text="request:<id> or upstream:<id>")
+    dataset = models.ForeignKey(
+        Dataset, on_delete=models.PROTECT, related_name="+", help_text="The first to hold it out."
+    )
+
+    def __str__(self) -> str:
+        return self.trace

@@ -89,3 +89,45 @@ def test_the_dashboard_renders_without_console_errors(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert errors == []
+
+
+@pytest.fixture
+def learning_loop(traffic: None, settings: Any, tmp_path: Any) -> None:
+    """Clusters and a dataset built from the traffic, and a replayed adapter candidate."""
+    from router.models import Adapter, ModelSpec
+    from telemetry.clusters import build_clusters
+    from telemetry.datasets import DatasetOptions, build_dataset
+
+    settings.DATA_DIR = tmp_path
+    build_clusters()
+    dataset = build_dataset(DatasetOptions())
+    Adapter.objects.create(
+        name="qwen-all-v1",
+        base=ModelSpec.objects.get(name="qwen2.5-coder-0.5b-instruct"),
+        path=str(tmp_path / "qwen-all-v1.gguf"),
+        dataset_version=dataset.version,
+        dataset_sha256=dataset.sha256,
+        losses=[0.62, 0.30, 0.01],
+        replay_report={
+            "rows": 4,
+            "base": {"exact": 0.25, "clusters": {}},
+            "candidate": {"exact": 0.75, "clusters": {}},
+        },
+    )
+
+
+def test_the_learning_loops_admin_pages_open(live_server_url: str, learning_loop: None, browser: Any) -> None:
+    admin = User.objects.create_superuser("ops", password="pw-ops")
+    page = logged_in_page(browser, live_server_url, admin)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    for path, expected in [
+        ("/admin/telemetry/taskcluster/", "cancel_pending_order"),
+        ("/admin/telemetry/dataset/", "1"),
+        ("/admin/router/adapter/", "25% → 75% of 4"),
+        ("/dashboard/observed/", "Observed LLM"),
+    ]:
+        response = page.goto(f"{live_server_url}{path}")
+        assert response is not None and response.status == 200, path
+        assert expected in page.locator("body").inner_text(), path
+    assert errors == []

@@ -39,7 +39,8 @@ def publish(task_name: str, *args: Any) -> None:
     """Hand the task over now. Never raises: the database is the queue, and the periodic passes
     pick up work whose hand-over failed."""
     if settings.EMBEDDED_WORKER:
-        submit_embedded(import_string(task_name), *args)
+        queue = settings.CELERY_TASK_ROUTES.get(task_name, {}).get("queue")
+        submit_embedded(import_string(task_name), *args, queue=queue)
         return
     try:
         app.send_task(task_name, args=list(args))
@@ -57,8 +58,9 @@ def _embedded_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def submit_embedded(function: Callable[..., Any], *args: Any) -> None:
-    """Runs ``function(*args)`` on the embedded worker pool, between connection check-ups."""
+def submit_embedded(function: Callable[..., Any], *args: Any, queue: str | None = None) -> None:
+    """Runs ``function(*args)`` on the embedded worker pool, between connection check-ups; work
+    for a ``queue`` of its own (long jobs: training) on that queue's single thread instead."""
 
     def run() -> None:
         tidy_connections()
@@ -69,7 +71,17 @@ def submit_embedded(function: Callable[..., Any], *args: Any) -> None:
         finally:
             tidy_connections()
 
-    _embedded_executor().submit(run)
+    (_queue_executor(queue) if queue else _embedded_executor()).submit(run)
+
+
+_queue_executors: dict[str, ThreadPoolExecutor] = {}
+
+
+def _queue_executor(queue: str) -> ThreadPoolExecutor:
+    with _executor_lock:
+        if queue not in _queue_executors:
+            _queue_executors[queue] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reviewq-{queue}")
+        return _queue_executors[queue]
 
 
 def tidy_connections() -> None:

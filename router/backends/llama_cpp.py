@@ -80,10 +80,13 @@ class LlamaCppBackend:
         n_gpu_layers: int = 0,
         extended_drafts: bool = True,
         idle_threads: int = 0,
+        lora_path: str | Path | None = None,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise BackendError(f"model file {path} does not exist")
+        if lora_path is not None and not Path(lora_path).is_file():
+            raise BackendError(f"adapter file {lora_path} does not exist")
         if llama_cpp is None:
             raise BackendError("llama-cpp-python is not installed (see DESIGN.md for the build flags)")
         self._lib = llama_cpp
@@ -97,11 +100,14 @@ class LlamaCppBackend:
                 n_threads_batch=threads,
                 logits_all=False,  # logprobs come from the last-token logits in our own loop
                 n_gpu_layers=n_gpu_layers,  # -1: every layer on the GPU (a CUDA build of llama.cpp)
+                # A LoRA adapter (router/training.py) applied over the base at every evaluation.
+                lora_path=str(lora_path) if lora_path is not None else None,
                 verbose=False,
             )
         except Exception as exc:  # llama-cpp raises ValueError, but a bad file can raise anything
             raise BackendError(f"could not load model {path}: {exc}") from exc
         self.model_path = path
+        self.lora_path = Path(lora_path) if lora_path is not None else None
         try:
             architecture = str(gguf_metadata(path, ("general.architecture",)).get("general.architecture", ""))
         except (OSError, ValueError):

@@ -12,17 +12,20 @@ from router.contracts import Tier
 from router.model_files import ModelFileNotFound, resolve_model_path
 from router.models import ModelSpec
 
-_backends: dict[tuple[str, str, str], ModelBackend] = {}
+_backends: dict[tuple[str, str, str, str], ModelBackend] = {}
 _lock = threading.Lock()
 
 
 def get_backend(spec: ModelSpec) -> ModelBackend:
     """The process-wide backend for ``spec``, loading the model on first use."""
-    key = (spec.backend, spec.model_path, spec.base_url)
+    key = (spec.backend, spec.model_path, spec.base_url, spec.adapter_path)
     with _lock:
         backend = _backends.get(key)
         if backend is None:
             backend = _load(spec)
+            # A promoted (or rolled back) adapter replaces the model it was served as: one copy each.
+            for stale in [k for k in _backends if k[:3] == key[:3] and k != key]:
+                _backends.pop(stale)
             _backends[key] = backend
         return backend
 
@@ -47,6 +50,7 @@ def _load(spec: ModelSpec) -> ModelBackend:
             idle_threads=settings.MODEL_THREADS_WHEN_IDLE,
             n_gpu_layers=settings.MODEL_GPU_LAYERS,
             state_cache_bytes=settings.MODEL_STATE_CACHE_MB * 1024 * 1024,
+            lora_path=spec.adapter_path or None,
         )
     if spec.backend == ModelSpec.Backend.ANTHROPIC:
         from router.backends.anthropic import AnthropicBackend

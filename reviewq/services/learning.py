@@ -1,0 +1,264 @@
+"""The learning loop's steps after the dataset: train an adapter, replay it, promote, roll back.
+
+- ``train``: a LoRA adapter for a small model's GGUF base from a dataset's train split (one
+  cluster's rows, or all), stored under DATA_DIR/adapters/ as a candidate (router/training.py).
+- ``replay``: the candidate in llama.cpp, the runtime that will serve it, beside the base on the
+  dataset's replay rows (never trained on): exact match of tool and arguments, schema-valid and
+  validator pass rates, per-cluster accuracy, latency, and how well its uncertainty separates
+  right from wrong (AUROC, ECE, the threshold that keeps released precision at the target).
+- ``promote``: refused when the candidate is worse than the base on any cluster of the replay,
+  unless ops override with a reason; then the router serves base + adapter with the calibrated
+  threshold as the rung's uncertainty fallback. ``rollback`` restores what promotion replaced.
+Every change is in the audit log.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from reviewq import audit
+from reviewq.errors import ApplicationError
+from router import calibration
+from router.answers import parse_answer
+from router.backends.base import BackendError
+from router.contracts import Agreement, TaskType
+from router.model_files import resolve_model_path
+from router.models import Adapter, ModelSpec
+from router.openai_actions import action_from_message, compare_answers
+from router.prompts import TaskSpec, build_prompt
+from router.training import TrainingConfig, read_rows, train_adapter
+from telemetry.datasets import DatasetOptions, build_dataset
+from telemetry.models import Dataset
+
+SCHEMA_VALIDATORS = frozenset({"json", "schema"})
+
+
+def _rows(dataset: Dataset, split: str, cluster: str) -> list[dict[str, Any]]:
+    rows = read_rows(Path(dataset.path) / f"{split}.jsonl")
+    return [row for row in rows if not cluster or row["meta"].get("cluster") == cluster]
+
+
+def _base(name: str) -> ModelSpec:
+    spec = ModelSpec.objects.filter(name=name).first()
+    if spec is None or spec.backend != ModelSpec.Backend.LLAMA_CPP:
+        raise ApplicationError(
+            "invalid_base", f"{name!r} is not a llama.cpp model in the registry", status=422
+        )
+    return spec
+
+
+def train(
+    *,
+    base: str,
+    dataset: Dataset,
+    cluster: str = "",
+    config: TrainingConfig | None = None,
+    actor: str = "system",
+    progress: Callable[[int, float], Any] | None = None,
+) -> Adapter:
+    """Trains a candidate adapter for ``base`` on ``dataset``'s train rows (``cluster``'s, or all)."""
+    spec = _base(base)
+    rows = _rows(dataset, "train", cluster)
+    if not rows:
+        raise ApplicationError("no_rows", f"dataset v{dataset.version} has no train rows for this cluster")
+    config = config or TrainingConfig()
+    name = f"{spec.name}-{cluster[:8] or 'all'}-v{dataset.version}-{timezone.now():%Y%m%d%H%M%S}"
+    path = Path(settings.DATA_DIR) / "adapters" / f"{name}.gguf"
+    result = train_adapter(resolve_model_path(spec.model_path), rows, path, config, progress=progress)
+    adapter = Adapter.objects.create(
+        name=name,
+        base=spec,
+        path=str(path),
+        cluster=cluster,
+        dataset_version=dataset.version,
+        dataset_sha256=dataset.sha256,
+        hyperparameters={**config.as_dict(), "trainable_parameters": result.trainable_parameters},
+        losses=result.losses,
+        train_seconds=result.seconds,
+        rows_used=result.rows_used,
+        size_bytes=result.size_bytes,
+    )
+    audit.record(kind="adapter.trained", actor=actor, adapter=name, base=spec.name, dataset=dataset.version)
+    return adapter
+
+
+def _task(row: dict[str, Any]) -> tuple[TaskSpec, dict[str, Any]]:
+    *conversation, final = row["messages"]
+    expected = action_from_message(final)
+    tools = row.get("tools") or []
+    task = TaskSpec(
+        task_type=TaskType.TOOL_USE if tools else TaskType.RESPOND,
+        messages=conversation,
+        tools=tools,
+        parallel_tool_calls=len(expected.get("tool_calls") or []) > 1,
+        may_reply=bool(tools) and expected.get("type") == "respond",
+    )
+    return task, expected
+
+
+def evaluate(backend: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model's answers on ``rows``: exact, valid, schema-valid, uncertainty, latency."""
+    results = []
+    for row in rows:
+        task, expected = _task(row)
+        started = time.perf_counter()
+        try:
+            generation = backend.generate(build_prompt(task))
+        except BackendError as exc:
+            results.append({"cluster": row["meta"].get("cluster", ""), "error": str(exc), "exact": False})
+            continue
+        _, action, issues = parse_answer(task, generation.text)
+        results.append(
+            {
+                "cluster": row["meta"].get("cluster", ""),
+                "exact": action is not None and compare_answers(expected, action) == Agreement.AGREES,
+                "valid": action is not None,
+                "schema_valid": not any(issue.validator in SCHEMA_VALIDATORS for issue in issues),
+                "score": generation.uncertainty.score if generation.uncertainty else None,
+                "latency_ms": (time.perf_counter() - started) * 1000,
+            }
+        )
+    return results
+
+
+def summarise(results: list[dict[str, Any]], precision: float) -> dict[str, Any]:
+    """The replay figures of one model over its results."""
+    n = len(results) or 1
+    scored = [r for r in results if r.get("score") is not None]
+    right = [r["score"] for r in scored if r["exact"]]
+    wrong = [r["score"] for r in scored if not r["exact"]]
+    clusters: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        clusters[r["cluster"]].append(r["exact"])
+    latencies = [r["latency_ms"] for r in results if "latency_ms" in r]
+    return {
+        "rows": len(results),
+        "exact": sum(r["exact"] for r in results) / n,
+        "valid": sum(bool(r.get("valid")) for r in results) / n,
+        "schema_valid": sum(bool(r.get("schema_valid")) for r in results) / n,
+        "latency_ms_p50": statistics.median(latencies) if latencies else None,
+        "clusters": {key: sum(values) / len(values) for key, values in clusters.items()},
+        "auroc": calibration.auroc(right, wrong),
+        "ece": calibration.expected_calibration_error(
+            [r["score"] for r in scored], [r["exact"] for r in scored]
+        ),
+        "threshold": calibration.release_threshold(
+            [r["score"] for r in scored], [r["exact"] for r in scored], precision
+        ),
+    }
+
+
+def replay(adapter: Adapter, *, limit: int | None = None, actor: str = "system") -> dict[str, Any]:
+    """Runs the candidate and its base on the dataset's replay rows and stores the report."""
+    dataset = Dataset.objects.filter(version=adapter.dataset_version).first()
+    if dataset is None or dataset.sha256 != adapter.dataset_sha256:
+        raise ApplicationError("no_dataset", f"dataset v{adapter.dataset_version} is gone or changed")
+    rows = _rows(dataset, "replay", adapter.cluster)[:limit]
+    if not rows:
+        raise ApplicationError("no_rows", f"dataset v{dataset.version} has no replay rows for this adapter")
+    # Loaded here, not at import: the web process imports this module (the admin) and otherwise
+    # never loads llama.cpp (see router/backends/registry.py).
+    from router.backends.llama_cpp import LlamaCppBackend
+
+    path = resolve_model_path(adapter.base.model_path)
+    context = adapter.base.context_size
+    precision = settings.ADAPTER_RELEASE_PRECISION
+    base = summarise(evaluate(LlamaCppBackend(path, n_ctx=context), rows), precision)
+    candidate = summarise(
+        evaluate(LlamaCppBackend(path, n_ctx=context, lora_path=adapter.path), rows), precision
+    )
+    report = {"rows": len(rows), "precision_target": precision, "base": base, "candidate": candidate}
+    Adapter.objects.filter(id=adapter.id).update(
+        replay_report=report, calibrated_threshold=candidate["threshold"]
+    )
+    audit.record(kind="adapter.replayed", actor=actor, adapter=adapter.name, exact=candidate["exact"])
+    return report
+
+
+def worse_clusters(report: dict[str, Any]) -> list[str]:
+    """The replay's clusters where the candidate is less often exact than the base."""
+    base, candidate = report["base"]["clusters"], report["candidate"]["clusters"]
+    return sorted(key for key, accuracy in candidate.items() if accuracy < base.get(key, 0.0))
+
+
+def promote(adapter: Adapter, *, actor: str, override_reason: str = "") -> Adapter:
+    """Serves ``adapter`` over its base (see the module docstring for when it is refused)."""
+    if adapter.status not in (Adapter.Status.CANDIDATE, Adapter.Status.SHADOW):
+        raise ApplicationError("invalid_status", f"adapter {adapter.name} is {adapter.status}", status=409)
+    if adapter.replay_report is None:
+        raise ApplicationError(
+            "not_replayed", "replay the adapter on held-out rows before promoting it", status=409
+        )
+    worse = worse_clusters(adapter.replay_report)
+    if worse and not override_reason.strip():
+        raise ApplicationError(
+            "worse_than_base",
+            f"the candidate is worse than the base on {len(worse)} cluster(s): "
+            f"{', '.join(k[:12] for k in worse)}; "
+            "promote with a reason to override",
+            status=409,
+        )
+    with transaction.atomic():
+        base = ModelSpec.objects.select_for_update().get(id=adapter.base_id)
+        current = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED).first()
+        replaced = (
+            current.replaced
+            if current is not None
+            else {"adapter_path": base.adapter_path, "uncertainty_threshold": base.uncertainty_threshold}
+        )
+        if current is not None:
+            Adapter.objects.filter(id=current.id).update(status=Adapter.Status.RETIRED)
+        base.adapter_path = adapter.path
+        if adapter.calibrated_threshold is not None:
+            base.uncertainty_threshold = adapter.calibrated_threshold
+        base.save()  # a configuration change: every process serves the adapter from its next request
+        Adapter.objects.filter(id=adapter.id).update(
+            status=Adapter.Status.PROMOTED, replaced=replaced, promoted_at=timezone.now()
+        )
+        audit.record(
+            kind="adapter.promoted",
+            actor=actor,
+            adapter=adapter.name,
+            base=base.name,
+            retired=current.name if current else None,
+            worse_clusters=worse,
+            override_reason=override_reason,
+        )
+    adapter.refresh_from_db()
+    return adapter
+
+
+def rollback(base_name: str, *, actor: str) -> Adapter:
+    """Stops serving the promoted adapter of ``base_name`` and restores what it replaced."""
+    with transaction.atomic():
+        base = ModelSpec.objects.select_for_update().get(name=base_name)
+        adapter = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED).first()
+        if adapter is None:
+            raise ApplicationError("nothing_promoted", f"{base_name} serves no adapter", status=409)
+        replaced = adapter.replaced or {}
+        base.adapter_path = replaced.get("adapter_path") or ""
+        base.uncertainty_threshold = replaced.get("uncertainty_threshold")
+        base.save()
+        Adapter.objects.filter(id=adapter.id).update(status=Adapter.Status.RETIRED)
+        audit.record(kind="adapter.rolled_back", actor=actor, adapter=adapter.name, base=base.name)
+    adapter.refresh_from_db()
+    return adapter
+
+
+def train_and_replay(*, base: str, cluster: str = "", actor: str = "system") -> str:
+    """The training job (reviewq.tasks.train_adapter): a fresh dataset for ``cluster`` (or all),
+    an adapter trained on it, replayed; returns the adapter's name."""
+    dataset = build_dataset(DatasetOptions(clusters=[cluster] if cluster else []))
+    adapter = train(base=base, dataset=dataset, cluster=cluster, actor=actor)
+    if dataset.replay_rows:
+        replay(adapter, actor=actor)
+    return adapter.name

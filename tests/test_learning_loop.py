@@ -1,0 +1,120 @@
+"""The learning loop after training: promotion is gated by replay, the router serves a promoted
+adapter with its calibrated threshold, and rollback restores the base. Every step is audited."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reviewq.errors import ApplicationError
+from reviewq.models import AuditEvent
+from reviewq.services import learning
+from router import calibration
+from router.backends import llama_cpp, registry
+from router.models import Adapter, ModelSpec
+
+pytestmark = pytest.mark.django_db
+
+
+def report(
+    base: dict[str, float], candidate: dict[str, float], threshold: float | None = 0.3
+) -> dict[str, Any]:
+    return {
+        "rows": 10,
+        "base": {"clusters": base, "exact": 0.5},
+        "candidate": {"clusters": candidate, "exact": 0.8, "threshold": threshold},
+    }
+
+
+@pytest.fixture
+def base(seeded: None) -> ModelSpec:
+    return ModelSpec.objects.get(name="qwen2.5-coder-0.5b-instruct")
+
+
+def candidate(
+    base: ModelSpec, name: str, replay: dict[str, Any] | None, threshold: float | None = 0.3
+) -> Adapter:
+    return Adapter.objects.create(
+        name=name,
+        base=base,
+        path=f"/adapters/{name}.gguf",
+        dataset_version=1,
+        dataset_sha256="x",
+        replay_report=replay,
+        calibrated_threshold=threshold,
+    )
+
+
+def test_a_candidate_worse_on_any_cluster_is_refused_unless_ops_say_why(base: ModelSpec) -> None:
+    worse = candidate(base, "worse", report({"a": 0.9, "b": 0.5}, {"a": 0.8, "b": 0.9}))
+    with pytest.raises(ApplicationError, match="worse than the base on 1 cluster"):
+        learning.promote(worse, actor="ops")
+    assert ModelSpec.objects.get(id=base.id).adapter_path == ""
+    unreplayed = candidate(base, "unreplayed", None)
+    with pytest.raises(ApplicationError, match="replay the adapter"):
+        learning.promote(unreplayed, actor="ops")
+    promoted = learning.promote(worse, actor="ops", override_reason="cluster a is retired next week")
+    assert promoted.status == "promoted"
+    event = AuditEvent.objects.filter(kind="adapter.promoted").get()
+    assert event.payload["worse_clusters"] == ["a"] and event.payload["override_reason"]
+
+
+def test_promotion_serves_the_adapter_with_its_threshold_and_rollback_restores_the_base(
+    base: ModelSpec,
+) -> None:
+    base.uncertainty_threshold = 0.9
+    base.save()
+    first = learning.promote(candidate(base, "first", report({"a": 0.5}, {"a": 0.9}), 0.3), actor="ops")
+    served = ModelSpec.objects.get(id=base.id)
+    assert (served.adapter_path, served.uncertainty_threshold) == (first.path, 0.3)
+    # A second promotion retires the first; rollback goes back to the base as it was.
+    second = learning.promote(candidate(base, "second", report({"a": 0.5}, {"a": 0.95}), 0.4), actor="ops")
+    assert Adapter.objects.get(id=first.id).status == "retired"
+    assert ModelSpec.objects.get(id=base.id).adapter_path == second.path
+    learning.rollback(base.name, actor="ops")
+    restored = ModelSpec.objects.get(id=base.id)
+    assert (restored.adapter_path, restored.uncertainty_threshold) == ("", 0.9)
+    assert Adapter.objects.get(id=second.id).status == "retired"
+    assert [e.kind for e in AuditEvent.objects.order_by("seq")] == [
+        "adapter.promoted",
+        "adapter.promoted",
+        "adapter.rolled_back",
+    ]
+    with pytest.raises(ApplicationError, match="serves no adapter"):
+        learning.rollback(base.name, actor="ops")
+
+
+def test_the_router_loads_the_promoted_adapter_over_its_base(
+    base: ModelSpec, monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path
+) -> None:
+    settings.REVIEWQ_MODEL_BACKEND = "real"
+    loaded: list[Any] = []
+
+    class Recorded:
+        def __init__(self, path: Any, **options: Any) -> None:
+            loaded.append(options.get("lora_path"))
+
+    monkeypatch.setattr(llama_cpp, "LlamaCppBackend", Recorded)
+    monkeypatch.setattr(registry, "resolve_model_path", lambda reference: tmp_path / "base.gguf")
+    registry.reset_backends()
+    try:
+        plain = registry.get_backend(base)
+        base.adapter_path = str(tmp_path / "adapter.gguf")
+        adapted = registry.get_backend(base)
+        assert adapted is not plain and loaded == [None, base.adapter_path]
+        assert registry.get_backend(base) is adapted  # loaded once
+    finally:
+        registry.reset_backends()
+
+
+def test_calibration_figures() -> None:
+    assert calibration.auroc([0.1, 0.2], [0.8, 0.9]) == 1.0
+    assert calibration.auroc([0.5], [0.5]) == 0.5
+    assert calibration.auroc([], [0.3]) is None
+    # Right answers at low scores: a threshold of 0.2 keeps 2 right of 2; at 0.6, 2 of 3.
+    assert calibration.release_threshold([0.1, 0.2, 0.6, 0.9], [True, True, False, True], 0.95) == 0.2
+    assert calibration.release_threshold([0.1], [False], 0.95) is None
+    perfect = calibration.expected_calibration_error([0.0, 0.0], [True, True])
+    assert perfect == 0.0
