@@ -167,8 +167,8 @@ class AdapterAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "base"]
-    readonly_fields = [field.name for field in Adapter._meta.fields]
-    actions = ["promote", "roll_back"]
+    readonly_fields = [*(field.name for field in Adapter._meta.fields), "shadow_on_live_traffic"]
+    actions = ["shadow", "promote", "roll_back"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # adapters are trained (manage.py train_adapter, or a cluster's admin action)
@@ -179,6 +179,23 @@ class AdapterAdmin(admin.ModelAdmin):
         if not report:
             return "not replayed"
         return f"{report['base']['exact']:.0%} → {report['candidate']['exact']:.0%} of {report['rows']}"
+
+    @admin.display(description="shadow: agrees with what was released")
+    def shadow_on_live_traffic(self, adapter: Adapter) -> str:
+        figures = learning.shadow_agreement(adapter)
+        if not figures["compared"]:
+            return "no released request answered yet"
+        return f"{figures['agreed']} of {figures['compared']} ({figures['rate']:.0%})"
+
+    @admin.action(description="Shadow: answer live requests beside its base, never released")
+    def shadow(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
+        for adapter in queryset:
+            try:
+                learning.shadow(adapter, actor=request.user.get_username())
+            except ApplicationError as exc:
+                self.message_user(request, f"{adapter.name}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"{adapter.name} answers beside {adapter.base.name} now")
 
     @admin.action(description="Promote: serve it over its base model")
     def promote(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:

@@ -49,3 +49,8 @@ def compare_upstream_call(call_id: int) -> str:
 @shared_task(name="reviewq.tasks.train_adapter", soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
 def train_adapter(base: str, cluster: str, actor: str) -> str:
     return learning.train_and_replay(base=base, cluster=cluster, actor=actor)
+
+
+@shared_task(name="reviewq.tasks.shadow_propose")
+def shadow_propose(request_id: str, adapter_id: int) -> None:
+    learning.shadow_propose(request_id, adapter_id)

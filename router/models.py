@@ -209,10 +209,11 @@ class EscalationPolicy(ConfigModel):
         return flag.get(trigger, True)
 
 
-class Adapter(models.Model):
+class Adapter(ConfigModel):
     """A LoRA adapter trained for a small model (router/training.py), and where it is in its life:
     candidate (trained) → shadow (answers beside the base, never released) → promoted (the router
-    serves base + adapter) → retired. Promotion and rollback go through reviewq/services/learning.py."""
+    serves base + adapter) → retired. Promotion and rollback go through reviewq/services/learning.py.
+    Configuration: the pipeline's snapshot knows the shadow adapters of each model."""
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate"

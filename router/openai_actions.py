@@ -66,6 +66,24 @@ def message_from_action(action: dict[str, Any]) -> dict[str, Any]:
     return {"role": "assistant", "content": compact_json(data)}
 
 
+def action_of_answer(parsed: Any) -> dict[str, Any] | None:
+    """A model's parsed JSON answer (``{"name", "arguments"}``, a plan or a reply) as an action."""
+    if not isinstance(parsed, dict):
+        return None
+    if "calls" in parsed and isinstance(parsed["calls"], list):
+        calls = [call for call in parsed["calls"] if isinstance(call, dict)]
+    elif "name" in parsed:
+        calls = [parsed]
+    elif isinstance(parsed.get("content"), str):
+        return {"type": "respond", "content": parsed["content"]}
+    else:
+        return {"type": "json", "data": parsed}
+    return {
+        "type": "tool_calls",
+        "tool_calls": [{"name": call.get("name"), "arguments": call.get("arguments")} for call in calls],
+    }
+
+
 def first_tool_name(action: dict[str, Any] | None) -> str:
     calls = (action or {}).get("tool_calls") or []
     return str(calls[0]["name"]) if calls else ""

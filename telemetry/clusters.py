@@ -31,7 +31,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from reviewq.models import RISKY_TAGS, GoldenTrace, Request, RequestStatus, ToolSpec
 from router.contracts import Agreement, TaskType, Tier
 from router.messages import content_text
-from router.openai_actions import action_from_message, compare_answers, first_tool_name
+from router.openai_actions import action_from_message, action_of_answer, compare_answers, first_tool_name
 from router.prompts import task_type_of
 from router.schemas import tool_function
 from telemetry.models import ClusterMember, ModelCall, TaskCluster, UpstreamCall
@@ -79,24 +79,6 @@ class Trace:
             if message.get("role") == "user":
                 return content_text(message.get("content"))[:MAX_TEXT]
         return ""
-
-
-def action_of_answer(parsed: Any) -> dict[str, Any] | None:
-    """A model's parsed JSON answer (``{"name", "arguments"}``, a plan or a reply) as an action."""
-    if not isinstance(parsed, dict):
-        return None
-    if "calls" in parsed and isinstance(parsed["calls"], list):
-        calls = [call for call in parsed["calls"] if isinstance(call, dict)]
-    elif "name" in parsed:
-        calls = [parsed]
-    elif isinstance(parsed.get("content"), str):
-        return {"type": "respond", "content": parsed["content"]}
-    else:
-        return {"type": "json", "data": parsed}
-    return {
-        "type": "tool_calls",
-        "tool_calls": [{"name": call.get("name"), "arguments": call.get("arguments")} for call in calls],
-    }
 
 
 def request_traces() -> Iterable[Trace]:

@@ -14,6 +14,7 @@ class ModelCall(models.Model):
         ESCALATE = "escalate", "Escalated to the LLM"
         ADJUDICATE = "adjudicate", "Adjudicate a proposal"
         ROUTE = "route", "Classify the task type"
+        SHADOW = "shadow", "A shadow adapter's answer (never released)"
 
     request = models.ForeignKey("reviewq.Request", on_delete=models.CASCADE, related_name="model_calls")
     model_spec = models.ForeignKey("router.ModelSpec", null=True, blank=True, on_delete=models.SET_NULL)

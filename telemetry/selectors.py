@@ -345,7 +345,8 @@ def dashboard_get(*, window: Window, now: datetime | None = None) -> Dashboard:
     buckets = window_buckets(window, now)
     start = buckets[0]
     requests = Request.objects.filter(created_at__gte=start)
-    calls = ModelCall.objects.filter(request__created_at__gte=start)
+    # A shadow adapter's answers serve nobody: they are the adapter's evaluation, not the traffic's.
+    calls = ModelCall.objects.filter(request__created_at__gte=start).exclude(purpose=ModelCall.Purpose.SHADOW)
 
     outcomes, totals, escalated_per_bucket, requests_per_bucket = _outcomes(requests, buckets, window)
     requests_total = sum(totals.values())

@@ -31,14 +31,16 @@ def model_call_record(
     error: str = "",
     trigger: str = "",
     escalated: bool = False,
+    model_name: str = "",
 ) -> ModelCall:
-    """Stores one model call with its cost at the registry's prices."""
+    """Stores one model call with its cost at the registry's prices (``model_name``: what to call
+    the model when it is not ``spec`` alone, e.g. an adapter over it)."""
     tokens_in = generation.tokens_in if generation else 0
     tokens_out = generation.tokens_out if generation else 0
     return ModelCall.objects.create(
         request_id=request_id,
         model_spec=spec,
-        model_name=spec.name,
+        model_name=model_name or spec.name,
         tier=spec.tier,
         purpose=purpose,
         attempt=attempt,

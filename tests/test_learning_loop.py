@@ -118,3 +118,29 @@ def test_calibration_figures() -> None:
     assert calibration.release_threshold([0.1], [False], 0.95) is None
     perfect = calibration.expected_calibration_error([0.0, 0.0], [True, True])
     assert perfect == 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shadow_adapter_answers_beside_its_base_and_is_never_released(
+    base: ModelSpec, agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reviewq.services.intake import request_create
+    from telemetry.models import ModelCall
+    from tests.conftest import run_tasks_inline
+    from tests.factories import read_body
+
+    run_tasks_inline(monkeypatch, "reviewq.tasks.run_pipeline", "reviewq.tasks.shadow_propose")
+    adapter = learning.shadow(candidate(base, "shadowed", None), actor="ops")
+    assert adapter.status == "shadow"
+    request, _ = request_create(agent_key=agent[0], payload=read_body())
+    request.refresh_from_db()
+    assert request.status == "released"
+    shadow_calls = ModelCall.objects.filter(request=request, purpose="shadow")
+    [call] = shadow_calls
+    assert call.model_name == "shadowed" and call.model_spec_id == base.id
+    # The release came from the base; the shadow's answer is only compared.
+    assert request.decision["model"] == base.name
+    assert learning.shadow_agreement(adapter) == {"compared": 1, "agreed": 1, "rate": 1.0}
+    # It cannot be shadowed twice, and promotion still wants a replay.
+    with pytest.raises(ApplicationError):
+        learning.shadow(adapter, actor="ops")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
@@ -24,7 +24,7 @@ from django.db.models import Subquery
 from django.db.models.signals import post_delete, post_migrate
 
 from reviewq.models import RiskPolicy, ToolSpec
-from router.models import ConfigVersion, EscalationPolicy, ModelSpec
+from router.models import Adapter, ConfigVersion, EscalationPolicy, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Configuration:
     risk_policies: tuple[RiskPolicy, ...]  # in the order they are checked
     escalation_policies: Mapping[str, EscalationPolicy]
     models: tuple[ModelSpec, ...]
+    # Adapters in shadow, by the id of the model they answer beside.
+    shadow_adapters: Mapping[int, tuple[Adapter, ...]] = field(default_factory=dict)
 
     def tools_named(self, names: Iterable[str]) -> dict[str, ToolSpec]:
         return {name: self.tools[name] for name in names if name in self.tools}
@@ -90,7 +92,15 @@ def _read(stamp: str | None) -> Configuration:
         risk_policies=tuple(RiskPolicy.objects.filter(enabled=True).order_by("priority", "id")),
         escalation_policies={policy.task_type: policy for policy in EscalationPolicy.objects.all()},
         models=tuple(ModelSpec.objects.filter(enabled=True)),
+        shadow_adapters=_shadows(),
     )
+
+
+def _shadows() -> dict[int, tuple[Adapter, ...]]:
+    by_base: dict[int, list[Adapter]] = {}
+    for adapter in Adapter.objects.filter(status=Adapter.Status.SHADOW).select_related("base"):
+        by_base.setdefault(adapter.base_id, []).append(adapter)
+    return {base: tuple(adapters) for base, adapters in by_base.items()}
 
 
 def _changed(**kwargs: Any) -> None:

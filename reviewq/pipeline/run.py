@@ -17,6 +17,7 @@ from reviewq.models import DecisionBy, ProposalSource, Request, RequestStatus, R
 from reviewq.pipeline.ladder import Outcome, TakenOver, climb_slm_rungs, escalate, route_slm
 from reviewq.pipeline.outcome import apply_policy, hold
 from reviewq.pipeline.policies import PolicyDecision, decide_answer
+from reviewq.runtime.dispatch import later
 from reviewq.runtime.leases import keeping_lease
 from reviewq.services.intake import proposal_issues
 from reviewq.transitions import move_request
@@ -61,6 +62,10 @@ def run_pipeline(request_id: Any) -> None:
     ):
         return  # lost the claim to another worker
 
+    if routes:
+        # A shadow adapter answers the same request beside its base, off the hot path (never released).
+        for adapter in configuration.shadow_adapters.get(routes[0].model.id, ()):
+            later("reviewq.tasks.shadow_propose", str(request.id), adapter.id)
     with keeping_lease(request.id):  # a long proposal is not swept while it runs
         try:
             outcome = climb_slm_rungs(request, task, escalation, routes) if routes else no_route

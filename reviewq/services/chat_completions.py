@@ -225,8 +225,10 @@ def completion_for(request: Request, model_name: str = "") -> CompletionReply:
             f"GET /api/v1/requests/{request.id} gives the outcome.",
         )
         message = {"role": "assistant", "content": text}
-    usage = ModelCall.objects.filter(request_id=request.id).aggregate(
-        prompt=Sum("tokens_in"), completion=Sum("tokens_out")
+    usage = (
+        ModelCall.objects.filter(request_id=request.id)
+        .exclude(purpose=ModelCall.Purpose.SHADOW)
+        .aggregate(prompt=Sum("tokens_in"), completion=Sum("tokens_out"))
     )
     prompt_tokens, completion_tokens = usage["prompt"] or 0, usage["completion"] or 0
     body = {

@@ -27,17 +27,21 @@ from django.utils import timezone
 
 from reviewq import audit
 from reviewq.errors import ApplicationError
+from reviewq.models import Request, RequestStatus
+from reviewq.pipeline.run import task_spec_for
 from router import calibration
 from router.answers import parse_answer
 from router.backends.base import BackendError
+from router.backends.registry import get_shadow_backend
 from router.contracts import Agreement, TaskType
 from router.model_files import resolve_model_path
 from router.models import Adapter, ModelSpec
-from router.openai_actions import action_from_message, compare_answers
+from router.openai_actions import action_from_message, action_of_answer, compare_answers
 from router.prompts import TaskSpec, build_prompt
 from router.training import TrainingConfig, read_rows, train_adapter
 from telemetry.datasets import DatasetOptions, build_dataset
-from telemetry.models import Dataset
+from telemetry.models import Dataset, ModelCall
+from telemetry.services import model_call_record
 
 SCHEMA_VALIDATORS = frozenset({"json", "schema"})
 
@@ -262,3 +266,70 @@ def train_and_replay(*, base: str, cluster: str = "", actor: str = "system") -> 
     if dataset.replay_rows:
         replay(adapter, actor=actor)
     return adapter.name
+
+
+def shadow(adapter: Adapter, *, actor: str) -> Adapter:
+    """Puts a candidate in shadow: it answers live requests beside its base, logged, never released."""
+    if adapter.status != Adapter.Status.CANDIDATE:
+        raise ApplicationError("invalid_status", f"adapter {adapter.name} is {adapter.status}", status=409)
+    Adapter.objects.filter(id=adapter.id, status=Adapter.Status.CANDIDATE).update(
+        status=Adapter.Status.SHADOW
+    )
+    audit.record(kind="adapter.shadowed", actor=actor, adapter=adapter.name, base=adapter.base.name)
+    adapter.refresh_from_db()
+    return adapter
+
+
+def shadow_propose(request_id: Any, adapter_id: int) -> None:
+    """A shadow adapter's answer to a live request, logged as a ModelCall of purpose ``shadow``
+    (never released, and left out of the dashboard's serving figures)."""
+    request = Request.objects.filter(id=request_id).first()
+    adapter = (
+        Adapter.objects.filter(id=adapter_id, status=Adapter.Status.SHADOW).select_related("base").first()
+    )
+    if request is None or adapter is None:
+        return
+    task = task_spec_for(request)
+    spec = adapter.base
+    try:
+        generation = get_shadow_backend(spec, adapter.path).generate(
+            build_prompt(task, context_tokens=spec.context_size)
+        )
+    except BackendError as exc:
+        model_call_record(
+            request_id=request.id,
+            spec=spec,
+            purpose=ModelCall.Purpose.SHADOW,
+            attempt=1,
+            error=str(exc),
+            model_name=adapter.name,
+        )
+        return
+    parsed, _, issues = parse_answer(task, generation.text)
+    model_call_record(
+        request_id=request.id,
+        spec=spec,
+        purpose=ModelCall.Purpose.SHADOW,
+        attempt=1,
+        generation=generation,
+        parsed_output=parsed,
+        issues=issues,
+        model_name=adapter.name,
+    )
+
+
+def shadow_agreement(adapter: Adapter) -> dict[str, Any]:
+    """How often the shadow adapter's answers matched what was finally released, so far."""
+    calls = ModelCall.objects.filter(
+        purpose=ModelCall.Purpose.SHADOW, model_name=adapter.name, request__status=RequestStatus.RELEASED
+    ).select_related("request")
+    compared = agreed = 0
+    for call in calls.iterator(chunk_size=500):
+        if call.request.action is None:
+            continue
+        compared += 1
+        answer = (
+            action_of_answer(call.parsed_output) if call.parsed_output is not None and call.is_valid else None
+        )
+        agreed += answer is not None and compare_answers(call.request.action, answer) == Agreement.AGREES
+    return {"compared": compared, "agreed": agreed, "rate": agreed / compared if compared else None}

@@ -30,6 +30,23 @@ def get_backend(spec: ModelSpec) -> ModelBackend:
         return backend
 
 
+_shadow_backends: dict[tuple[str, str], ModelBackend] = {}
+
+
+def get_shadow_backend(spec: ModelSpec, adapter_path: str) -> ModelBackend:
+    """``spec``'s model with a shadow adapter over it, loaded once beside the served one."""
+    key = (spec.model_path, adapter_path)
+    with _lock:
+        backend = _shadow_backends.get(key)
+        if backend is None:
+            shadow = ModelSpec(
+                **{f.attname: getattr(spec, f.attname) for f in ModelSpec._meta.concrete_fields}
+            )
+            shadow.adapter_path = adapter_path
+            backend = _shadow_backends[key] = _load(shadow)
+        return backend
+
+
 def _load(spec: ModelSpec) -> ModelBackend:
     # Each backend module is imported when a model needs it: llama.cpp loads a native library
     # and numpy, the HTTP backends their SDKs, and a process uses only some of them.
@@ -80,3 +97,4 @@ def reset_backends() -> None:
     """Forget loaded backends (tests switch settings between cases)."""
     with _lock:
         _backends.clear()
+        _shadow_backends.clear()
