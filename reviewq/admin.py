@@ -210,5 +210,5 @@ class AdapterAdmin(admin.ModelAdmin):
     @admin.action(description="Roll back: its base serves no adapter")
     def roll_back(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
         for adapter in queryset.filter(status=Adapter.Status.PROMOTED):
-            learning.rollback(adapter.base.name, actor=request.user.get_username())
-            self.message_user(request, f"{adapter.base.name} serves no adapter now")
+            learning.retire(adapter, actor=request.user.get_username())
+            self.message_user(request, f"{adapter.name} is retired: {adapter.base.name} answers without it")

@@ -20,9 +20,19 @@ class Route:
     task_type: str
     model: ModelSpec
     reason: str
+    # A promoted adapter for the request's task cluster, served over ``model`` (router/training.py).
+    adapter_name: str = ""
+    adapter_path: str = ""
+    adapter_threshold: float | None = None
+
+    @property
+    def model_name(self) -> str:
+        """What answered: the model, or the adapter over it."""
+        return self.adapter_name or self.model.name
 
     def as_dict(self) -> dict[str, str]:
-        return {"task_type": self.task_type, "model": self.model.name, "reason": self.reason}
+        route = {"task_type": self.task_type, "model": self.model_name, "reason": self.reason}
+        return {**route, "base": self.model.name} if self.adapter_name else route
 
 
 def _price(spec: ModelSpec) -> tuple[object, str]:

@@ -144,3 +144,42 @@ def test_a_shadow_adapter_answers_beside_its_base_and_is_never_released(
     # It cannot be shadowed twice, and promotion still wants a replay.
     with pytest.raises(ApplicationError):
         learning.shadow(adapter, actor="ops")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_clusters_adapter_serves_that_clusters_requests_only(
+    base: ModelSpec, agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reviewq.services.intake import request_create
+    from telemetry.clusters import build_clusters
+    from telemetry.models import ModelCall
+    from tests.conftest import run_tasks_inline
+    from tests.factories import body
+
+    run_tasks_inline(monkeypatch, "reviewq.tasks.run_pipeline")
+    lookup = ("get_order_details", "cancel_pending_order")
+
+    def submit(*tools: str) -> Any:
+        request, _ = request_create(
+            agent_key=agent[0], payload=body("Get order details for order_id=#W2378156", *tools)
+        )
+        request.refresh_from_db()
+        return request
+
+    submit(*lookup)
+    [cluster] = [c for c in build_clusters() if c.final == "get_order_details"]
+    adapter = candidate(base, "lookups", report({cluster.key: 0.5}, {cluster.key: 0.9}), threshold=0.25)
+    Adapter.objects.filter(id=adapter.id).update(cluster=cluster.key)
+    adapter.refresh_from_db()
+    learning.promote(adapter, actor="ops")
+    assert ModelSpec.objects.get(id=base.id).adapter_path == ""  # the base serves everything else
+
+    served = submit(*lookup)
+    assert served.route["model"] == "lookups" and served.route["base"] == base.name
+    assert ModelCall.objects.get(request=served, purpose="propose").model_name == "lookups"
+    assert served.decision["model"] == "lookups"
+    other = submit("get_order_details", "get_user_details")  # another tool set: another task
+    assert other.route["model"] == base.name
+
+    learning.retire(adapter, actor="ops")
+    assert submit(*lookup).route["model"] == base.name

@@ -25,6 +25,7 @@ from django.db.models.signals import post_delete, post_migrate
 
 from reviewq.models import RiskPolicy, ToolSpec
 from router.models import Adapter, ConfigVersion, EscalationPolicy, ModelSpec
+from telemetry.models import TaskCluster
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,13 @@ class Configuration:
     models: tuple[ModelSpec, ...]
     # Adapters in shadow, by the id of the model they answer beside.
     shadow_adapters: Mapping[int, tuple[Adapter, ...]] = field(default_factory=dict)
+    # Promoted adapters of one task cluster, by model id, with the cluster's tool set.
+    cluster_adapters: Mapping[int, tuple[tuple[frozenset[str], Adapter], ...]] = field(default_factory=dict)
+
+    def adapter_for(self, model: ModelSpec, tool_names: Iterable[str]) -> Adapter | None:
+        """The promoted adapter of ``model`` for the cluster that offers exactly these tools."""
+        tools = frozenset(tool_names)
+        return next((a for cluster, a in self.cluster_adapters.get(model.id, ()) if cluster == tools), None)
 
     def tools_named(self, names: Iterable[str]) -> dict[str, ToolSpec]:
         return {name: self.tools[name] for name in names if name in self.tools}
@@ -93,7 +101,20 @@ def _read(stamp: str | None) -> Configuration:
         escalation_policies={policy.task_type: policy for policy in EscalationPolicy.objects.all()},
         models=tuple(ModelSpec.objects.filter(enabled=True)),
         shadow_adapters=_shadows(),
+        cluster_adapters=_cluster_adapters(),
     )
+
+
+def _cluster_adapters() -> dict[int, tuple[tuple[frozenset[str], Adapter], ...]]:
+    promoted = list(Adapter.objects.filter(status=Adapter.Status.PROMOTED).exclude(cluster=""))
+    tool_sets = dict(
+        TaskCluster.objects.filter(key__in=[a.cluster for a in promoted]).values_list("key", "tool_set")
+    )
+    by_base: dict[int, list[tuple[frozenset[str], Adapter]]] = {}
+    for adapter in promoted:
+        if adapter.cluster in tool_sets:
+            by_base.setdefault(adapter.base_id, []).append((frozenset(tool_sets[adapter.cluster]), adapter))
+    return {base: tuple(adapters) for base, adapters in by_base.items()}
 
 
 def _shadows() -> dict[int, tuple[Adapter, ...]]:

@@ -11,7 +11,7 @@ Every model call is logged, with the trigger it caused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reviewq.config.snapshot import Configuration
@@ -19,7 +19,7 @@ from reviewq.models import Request, RequestStatus
 from reviewq.transitions import move_request
 from router.answers import parse_answer
 from router.backends.base import BackendError, ModelBackend, Prompt
-from router.backends.registry import get_backend
+from router.backends.registry import get_adapter_backend, get_backend
 from router.contracts import TaskType, Tier, Trigger
 from router.models import EscalationPolicy, ModelSpec
 from router.prompts import (
@@ -78,7 +78,7 @@ def route_slm(task: TaskSpec, prompt: Prompt, configuration: Configuration) -> t
 def rungs_for(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configuration) -> list[Route]:
     """The enabled models of ``tier`` that serve ``task`` with ``prompt``, cheapest first (raises
     NoModelAvailable)."""
-    return rungs(
+    routes = rungs(
         task.task_type,
         prompt_tokens=estimate_tokens(prompt),
         tools=len(task.tools),
@@ -88,6 +88,20 @@ def rungs_for(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configur
         # A small model gets the conversation cut to its context (router/context_budget.py).
         floor_tokens=floor_tokens(task, prompt) if tier == Tier.SLM else None,
     )
+    names = [tool["function"]["name"] for tool in task.tools]
+    served = []
+    for route in routes:
+        adapter = configuration.adapter_for(route.model, names) if names else None
+        if adapter is not None:  # the request's task cluster has an adapter promoted for this rung
+            route = replace(
+                route,
+                adapter_name=adapter.name,
+                adapter_path=adapter.path,
+                adapter_threshold=adapter.calibrated_threshold,
+                reason=f"{route.reason}; adapter {adapter.name} for its task cluster",
+            )
+        served.append(route)
+    return served
 
 
 def climb_slm_rungs(
@@ -120,7 +134,7 @@ def propose_with_slm(
 ) -> Outcome:
     """One small model's proposal, retried with its validation errors; the outcome says why the
     ladder must climb when there is no valid, sure enough answer."""
-    backend, error = _backend(request, route.model)
+    backend, error = _backend(request, route.model, route.adapter_path)
     if backend is None:
         return Outcome(None, trigger=Trigger.BACKEND_ERROR, failure=error)
     if first_rung and task.task_type == TaskType.TOOL_USE and escalation.classify_intent:
@@ -130,10 +144,10 @@ def propose_with_slm(
 
     model = route.model
     retries = model.max_retries if model.max_retries is not None else escalation.max_slm_retries
-    threshold = model.uncertainty_threshold
+    threshold = route.adapter_threshold if route.adapter_name else model.uncertainty_threshold
     if threshold is None:
         threshold = escalation.uncertainty_threshold
-    outcome = Outcome(None, tier=model.tier, model=model.name)
+    outcome = Outcome(None, tier=model.tier, model=route.model_name)
     feedback = prompt.feedback
     attempts = 1 + retries
     for attempt in range(1, attempts + 1):
@@ -160,7 +174,9 @@ def propose_with_slm(
             trigger = Trigger.VALIDATION_FAILED
         elif uncertainty is not None and uncertainty.above(threshold):
             trigger = Trigger.UNCERTAINTY
-            note = f"uncertainty {uncertainty.score:.3f} is above the threshold {threshold} ({model.name})"
+            note = (
+                f"uncertainty {uncertainty.score:.3f} is above the threshold {threshold} ({route.model_name})"
+            )
             outcome.attempts[-1].note = note
         model_call_record(
             request_id=request.id,
@@ -173,6 +189,7 @@ def propose_with_slm(
             trigger=trigger,
             # The ladder climbs past the SLM on uncertainty at once, on bad answers after the retries.
             escalated=trigger == Trigger.UNCERTAINTY or (bool(trigger) and attempt == attempts),
+            model_name=route.adapter_name,
         )
         if not trigger:
             outcome.action = action
@@ -307,9 +324,9 @@ def ladder_feedback(trigger: str, attempts: list[Attempt]) -> str:
     return "\n".join(lines)
 
 
-def _backend(request: Request, spec: ModelSpec) -> tuple[ModelBackend | None, str]:
+def _backend(request: Request, spec: ModelSpec, adapter_path: str = "") -> tuple[ModelBackend | None, str]:
     try:
-        return get_backend(spec), ""
+        return (get_adapter_backend(spec, adapter_path) if adapter_path else get_backend(spec)), ""
     except BackendError as exc:
         _record_failure(request, spec, ModelCall.Purpose.PROPOSE, 1, exc)
         return None, f"model {spec.name} is unavailable: {exc}"

@@ -32,7 +32,7 @@ from reviewq.pipeline.run import task_spec_for
 from router import calibration
 from router.answers import parse_answer
 from router.backends.base import BackendError
-from router.backends.registry import get_shadow_backend
+from router.backends.registry import get_adapter_backend
 from router.contracts import Agreement, TaskType
 from router.model_files import resolve_model_path
 from router.models import Adapter, ModelSpec
@@ -211,9 +211,11 @@ def promote(adapter: Adapter, *, actor: str, override_reason: str = "") -> Adapt
             "promote with a reason to override",
             status=409,
         )
+    if adapter.cluster:
+        return _promote_for_cluster(adapter, actor=actor, worse=worse, override_reason=override_reason)
     with transaction.atomic():
         base = ModelSpec.objects.select_for_update().get(id=adapter.base_id)
-        current = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED).first()
+        current = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED, cluster="").first()
         replaced = (
             current.replaced
             if current is not None
@@ -241,11 +243,51 @@ def promote(adapter: Adapter, *, actor: str, override_reason: str = "") -> Adapt
     return adapter
 
 
+def _promote_for_cluster(adapter: Adapter, *, actor: str, worse: list[str], override_reason: str) -> Adapter:
+    """An adapter of one task cluster: the router serves it to requests offering that cluster's
+    tools (reviewq.config.snapshot), with its calibrated threshold; the base is left as it is."""
+    with transaction.atomic():
+        current = Adapter.objects.filter(
+            base_id=adapter.base_id, cluster=adapter.cluster, status=Adapter.Status.PROMOTED
+        ).first()
+        if current is not None:
+            Adapter.objects.filter(id=current.id).update(status=Adapter.Status.RETIRED)
+        Adapter.objects.filter(id=adapter.id).update(
+            status=Adapter.Status.PROMOTED, promoted_at=timezone.now()
+        )
+        audit.record(
+            kind="adapter.promoted",
+            actor=actor,
+            adapter=adapter.name,
+            base=adapter.base.name,
+            cluster=adapter.cluster,
+            retired=current.name if current else None,
+            worse_clusters=worse,
+            override_reason=override_reason,
+        )
+    adapter.refresh_from_db()
+    return adapter
+
+
+def retire(adapter: Adapter, *, actor: str) -> Adapter:
+    """Stops serving a promoted adapter: a cluster's, or its base's (see ``rollback``)."""
+    if not adapter.cluster:
+        return rollback(adapter.base.name, actor=actor)
+    if not Adapter.objects.filter(id=adapter.id, status=Adapter.Status.PROMOTED).update(
+        status=Adapter.Status.RETIRED
+    ):
+        raise ApplicationError("invalid_status", f"adapter {adapter.name} is not promoted", status=409)
+    audit.record(kind="adapter.rolled_back", actor=actor, adapter=adapter.name, base=adapter.base.name)
+    adapter.refresh_from_db()
+    return adapter
+
+
 def rollback(base_name: str, *, actor: str) -> Adapter:
-    """Stops serving the promoted adapter of ``base_name`` and restores what it replaced."""
+    """Stops serving the promoted adapter of ``base_name`` (over all its traffic) and restores
+    what it replaced."""
     with transaction.atomic():
         base = ModelSpec.objects.select_for_update().get(name=base_name)
-        adapter = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED).first()
+        adapter = Adapter.objects.filter(base=base, status=Adapter.Status.PROMOTED, cluster="").first()
         if adapter is None:
             raise ApplicationError("nothing_promoted", f"{base_name} serves no adapter", status=409)
         replaced = adapter.replaced or {}
@@ -292,7 +334,7 @@ def shadow_propose(request_id: Any, adapter_id: int) -> None:
     task = task_spec_for(request)
     spec = adapter.base
     try:
-        generation = get_shadow_backend(spec, adapter.path).generate(
+        generation = get_adapter_backend(spec, adapter.path).generate(
             build_prompt(task, context_tokens=spec.context_size)
         )
     except BackendError as exc:

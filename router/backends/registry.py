@@ -30,20 +30,18 @@ def get_backend(spec: ModelSpec) -> ModelBackend:
         return backend
 
 
-_shadow_backends: dict[tuple[str, str], ModelBackend] = {}
+_adapter_backends: dict[tuple[str, str], ModelBackend] = {}
 
 
-def get_shadow_backend(spec: ModelSpec, adapter_path: str) -> ModelBackend:
-    """``spec``'s model with a shadow adapter over it, loaded once beside the served one."""
+def get_adapter_backend(spec: ModelSpec, adapter_path: str) -> ModelBackend:
+    """``spec``'s model with an adapter over it (a shadow, or one cluster's promoted adapter),
+    loaded once, beside the copy ``get_backend`` serves."""
     key = (spec.model_path, adapter_path)
     with _lock:
-        backend = _shadow_backends.get(key)
+        backend = _adapter_backends.get(key)
         if backend is None:
-            shadow = ModelSpec(
-                **{f.attname: getattr(spec, f.attname) for f in ModelSpec._meta.concrete_fields}
-            )
-            shadow.adapter_path = adapter_path
-            backend = _shadow_backends[key] = _load(shadow)
+            fields = {f.attname: getattr(spec, f.attname) for f in ModelSpec._meta.concrete_fields}
+            backend = _adapter_backends[key] = _load(ModelSpec(**{**fields, "adapter_path": adapter_path}))
         return backend
 
 
@@ -97,4 +95,4 @@ def reset_backends() -> None:
     """Forget loaded backends (tests switch settings between cases)."""
     with _lock:
         _backends.clear()
-        _shadow_backends.clear()
+        _adapter_backends.clear()
