@@ -26,7 +26,6 @@ import ast
 import json
 import operator
 import os
-import re
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from retail import first_person  # noqa: E402
 
 from reviewq.config.demo import RETAIL_RISK_TAGS, RETAIL_RULES, retail_tools  # noqa: E402
 from router.answers import parse_answer  # noqa: E402
@@ -112,25 +112,6 @@ def _arithmetic(node: ast.AST) -> float:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_arithmetic(node.operand)
     raise ValueError("not arithmetic")
-
-
-def first_person(instruction: str) -> str:
-    """The task's instruction ("You are Yusuf Rossi in 19122. You received your order...") as the
-    customer's own opening message."""
-    for pattern, replacement in (
-        (r"\bYou are\b", "I am"),
-        (r"\byou are\b", "I am"),
-        (r"\bYou're\b", "I'm"),
-        (r"\byou're\b", "I'm"),
-        (r"\bYou'd\b", "I'd"),
-        (r"\byou'd\b", "I'd"),
-        (r"\bYour\b", "My"),
-        (r"\byour\b", "my"),
-        (r"\bYou\b", "I"),
-        (r"\byou\b", "me"),
-    ):
-        instruction = re.sub(pattern, replacement, instruction)
-    return "Hi. " + instruction
 
 
 def conversations(data: Path, limit_turns: int) -> list[list[tuple[list[dict[str, Any]], dict[str, Any]]]]:
