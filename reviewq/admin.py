@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -189,23 +191,21 @@ class AdapterAdmin(admin.ModelAdmin):
 
     @admin.action(description="Shadow: answer live requests beside its base, never released")
     def shadow(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
-        for adapter in queryset:
-            try:
-                learning.shadow(adapter, actor=request.user.get_username())
-            except ApplicationError as exc:
-                self.message_user(request, f"{adapter.name}: {exc.message}", messages.ERROR)
-            else:
-                self.message_user(request, f"{adapter.name} answers beside {adapter.base.name} now")
+        self._each(request, queryset, learning.shadow, "{adapter} answers beside {base} now")
 
     @admin.action(description="Promote: serve it over its base model")
     def promote(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
+        self._each(request, queryset, learning.promote, "{base} now serves {adapter}")
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Adapter], step: Any, done: str) -> None:
+        """Runs a learning-loop step on each selected adapter, saying what it did or why not."""
         for adapter in queryset:
             try:
-                learning.promote(adapter, actor=request.user.get_username())
+                step(adapter, actor=request.user.get_username())
             except ApplicationError as exc:
                 self.message_user(request, f"{adapter.name}: {exc.message}", messages.ERROR)
             else:
-                self.message_user(request, f"{adapter.base.name} now serves {adapter.name}")
+                self.message_user(request, done.format(adapter=adapter.name, base=adapter.base.name))
 
     @admin.action(description="Roll back: its base serves no adapter")
     def roll_back(self, request: HttpRequest, queryset: QuerySet[Adapter]) -> None:
