@@ -1,16 +1,17 @@
-"""The agent API: submit a request, read it back."""
+"""The agent API: submit a request, read it back (or wait for it), withdraw it."""
 
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
-from ninja import Header, Router, Status
+from ninja import Header, Query, Router, Status
 from ninja.security import HttpBearer
 
 from reviewq import selectors
 from reviewq.models import AgentKey, Request
-from reviewq.schemas import ErrorOut, RequestIn, RequestOut
+from reviewq.schemas import CancelIn, ErrorOut, RequestIn, RequestOut, WaitQuery
 from reviewq.services.agent_keys import agent_key_authenticate, agent_key_recently_authenticated
+from reviewq.services.cancellation import request_cancel
 from reviewq.services.intake import request_create
 from reviewq.throttling import AgentKeyThrottle
 
@@ -48,6 +49,24 @@ async def create_request(
 
 
 @router.get("/requests/{request_id}", response={200: RequestOut, **_ERRORS})
-def get_request(request: HttpRequest, request_id: str) -> Request:
-    """The request's status, and once released its action and who released it."""
-    return selectors.request_get_for_agent(agent_key=_agent_key(request), request_id=request_id)
+async def get_request(request: HttpRequest, request_id: str, query: Query[WaitQuery]) -> Request:
+    """The request's status, and once released its action and who released it.
+
+    With ``wait_ms`` the answer comes once the request is final, or after ``wait_ms`` as it stands
+    (a long poll)."""
+    agent_key = _agent_key(request)
+    current = await sync_to_async(selectors.request_get_for_agent)(agent_key=agent_key, request_id=request_id)
+    if not query.wait_ms or current.is_final:
+        return current
+    return await selectors.request_wait_final(
+        agent_key=agent_key, request_id=current.id, wait_ms=query.wait_ms
+    )
+
+
+@router.post("/requests/{request_id}/cancel", response={200: RequestOut, **_ERRORS})
+def cancel_request(request: HttpRequest, request_id: str, body: CancelIn | None = None) -> Request:
+    """Withdraw the request: it becomes ``cancelled`` and its held item leaves the queue. A request
+    already final is left as it is (409 ``already_final``)."""
+    return request_cancel(
+        agent_key=_agent_key(request), request_id=request_id, reason=body.reason if body else ""
+    )

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import models
 from django.db.models import Q
 
@@ -89,6 +90,7 @@ class RequestStatus(models.TextChoices):
     DENIED = "denied"
     EXPIRED = "expired"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 # Risk tags whose actions are never released without a human unless ops wrote a bounded policy,
@@ -96,7 +98,13 @@ class RequestStatus(models.TextChoices):
 RISKY_TAGS = frozenset({"payment", "pii", "destructive"})
 
 FINAL_STATUSES = frozenset(
-    {RequestStatus.RELEASED, RequestStatus.DENIED, RequestStatus.EXPIRED, RequestStatus.FAILED}
+    {
+        RequestStatus.RELEASED,
+        RequestStatus.DENIED,
+        RequestStatus.EXPIRED,
+        RequestStatus.FAILED,
+        RequestStatus.CANCELLED,
+    }
 )
 # States in which a worker owns the request; the sweeper re-enqueues them when the lease passes.
 WORKING_STATUSES = frozenset(
@@ -131,13 +139,15 @@ class DecisionBy(models.TextChoices):
     """Who or what decided a request, as its decision trail's ``"by"`` says.
 
     The pipeline when no model produced a valid action (held for a human); a risk policy on a
-    validated action (released, denied, adjudicated or held); a reviewer; expiry.
+    validated action (released, denied, adjudicated or held); a reviewer; expiry; the agent that
+    withdrew it (cancel).
     """
 
     PIPELINE = "pipeline"
     POLICY = "policy"
     REVIEWER = "reviewer"
     EXPIRY = "expiry"
+    AGENT = "agent"
 
 
 class Request(models.Model):
@@ -291,13 +301,26 @@ class RiskPolicy(ConfigModel):
     sla_seconds = models.PositiveIntegerField(default=900)
     expiry_seconds = models.PositiveIntegerField(default=86400)
     notify_url = models.URLField(
-        max_length=500, blank=True, help_text="Slack-compatible webhook, posted when nobody is on the queue."
+        max_length=500,
+        blank=True,
+        help_text="Slack-compatible webhook, paged when nobody is on the queue and when an item breaches "
+        "its SLA.",
+    )
+    notify_email = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Email addresses (comma-separated) paged as the webhook is, through the mail backend.",
     )
     enabled = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["priority", "id"]
         verbose_name_plural = "risk policies"
+
+    @property
+    def notify_emails(self) -> list[str]:
+        """The addresses ``notify_email`` names."""
+        return [address.strip() for address in (self.notify_email or "").split(",") if address.strip()]
 
     def __str__(self) -> str:
         return f"{self.priority}: {self.name} → {self.decision}"
@@ -308,6 +331,11 @@ class RiskPolicy(ConfigModel):
         problem = check_condition(self.condition) if self.condition else None
         if problem:
             raise ValidationError({"condition": problem})
+        for address in self.notify_emails:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError({"notify_email": f"{address!r} is not an email address"}) from None
 
 
 class ReviewItem(models.Model):
@@ -319,6 +347,7 @@ class ReviewItem(models.Model):
         EDITED = "edited"
         DENIED = "denied"
         EXPIRED = "expired"
+        WITHDRAWN = "withdrawn", "withdrawn by the agent"
 
     request = models.OneToOneField(Request, on_delete=models.CASCADE, related_name="review_item")
     policy = models.ForeignKey(RiskPolicy, null=True, blank=True, on_delete=models.SET_NULL)
@@ -334,7 +363,12 @@ class ReviewItem(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     claim_expires_at = models.DateTimeField(null=True, blank=True)
-    alerted_at = models.DateTimeField(null=True, blank=True, help_text="When on-call was paged for it.")
+    alerted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When on-call was paged because nobody was on the queue."
+    )
+    sla_paged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When on-call was paged because it breached its SLA."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sla_due_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
@@ -393,6 +427,10 @@ class ReviewItem(models.Model):
             self.status == self.Status.PENDING and self.expires_at <= now
         ):
             raise ApplicationError("expired", "this item expired before the decision", status=410)
+        if self.status == self.Status.WITHDRAWN:
+            raise ApplicationError(
+                "withdrawn", "the agent withdrew this request: there is nothing to decide", status=410
+            )
         if self.status != self.Status.PENDING:
             raise ApplicationError("already_decided", f"this item was already {self.status}", status=409)
         if (
@@ -449,11 +487,13 @@ class AuditEvent(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One outbound webhook (an agent's callback, or an on-call page), retried until delivered."""
+    """One outbound notification (an agent's callback, or an on-call page by webhook or email),
+    retried until delivered."""
 
     class Kind(models.TextChoices):
         CALLBACK = "callback"
         ALERT = "alert"
+        EMAIL = "email", "email page (url is mailto:)"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -477,6 +517,7 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "pk"]
+        verbose_name_plural = "webhook deliveries"
         constraints = [
             models.UniqueConstraint(fields=["request", "event", "url"], name="one_delivery_per_event"),
         ]
@@ -494,6 +535,12 @@ class ReviewerPresence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} on {self.channel_name}"
+
+
+class GoldenTraceQuerySet(models.QuerySet["GoldenTrace"]):
+    def trusted(self) -> GoldenTraceQuerySet:
+        """Traces no one flagged as a bad decision: what exports, datasets and training read."""
+        return self.filter(flagged_bad_at__isnull=True)
 
 
 class GoldenTrace(models.Model):
@@ -517,9 +564,21 @@ class GoldenTrace(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     time_to_decision_ms = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Ops flag a trace whose decision was a mistake: exports, datasets and training skip it.
+    flagged_bad_at = models.DateTimeField(null=True, blank=True)
+    flagged_bad_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flagged_bad_reason = models.TextField(blank=True)
+
+    objects = GoldenTraceQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "pk"]
 
     def __str__(self) -> str:
         return f"{self.decision} on {self.request_id}"
+
+    @property
+    def flagged_bad(self) -> bool:
+        return self.flagged_bad_at is not None

@@ -16,6 +16,12 @@ from router.prompts import MAX_PLAN_CALLS
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
+def _wait_is_bounded(value: int) -> int:
+    if value > settings.MAX_WAIT_MS:
+        raise ValueError(f"wait_ms may be at most {settings.MAX_WAIT_MS}")
+    return value
+
+
 class ContentPart(Schema):
     type: str
     text: str | None = None
@@ -114,12 +120,7 @@ class RequestIn(Schema):
     callback_url: Annotated[HttpUrl, UrlConstraints(max_length=500)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("wait_ms")
-    @classmethod
-    def wait_is_bounded(cls, value: int) -> int:
-        if value > settings.MAX_WAIT_MS:
-            raise ValueError(f"wait_ms may be at most {settings.MAX_WAIT_MS}")
-        return value
+    _wait_bounded = field_validator("wait_ms")(_wait_is_bounded)
 
     @field_validator("task_type")
     @classmethod
@@ -154,6 +155,16 @@ class RequestIn(Schema):
         if data.get("tool_choice") == "required":
             del data["tool_choice"]  # the default: bodies hash as they did before the field existed
         return data
+
+
+class WaitQuery(Schema):
+    wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer (long poll).")
+
+    _bounded = field_validator("wait_ms")(_wait_is_bounded)
+
+
+class CancelIn(Schema):
+    reason: str = Field(default="", max_length=500, description="Why the agent withdrew the request.")
 
 
 class RequestOut(Schema):

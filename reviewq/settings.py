@@ -191,6 +191,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-requests": {"task": "reviewq.tasks.sweep_stuck_requests", "schedule": 15.0},
     "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 1.0},
     "deliver-due-webhooks": {"task": "reviewq.tasks.deliver_due_webhooks", "schedule": 2.0},
+    "page-sla-breaches": {"task": "reviewq.tasks.page_sla_breaches", "schedule": 15.0},
 }
 
 # A shared cache (throttling budgets) when Redis is there; a per-process one otherwise.
@@ -228,6 +229,23 @@ WEBHOOK_ALLOW_PRIVATE = envbool("WEBHOOK_ALLOW_PRIVATE", "false" if PRODUCTION e
 REVIEW_CLAIM_SECONDS = envint("REVIEW_CLAIM_SECONDS", "600")
 # The largest request body accepted (an agent conversation of 8k tokens is about 40 kB): 413 beyond.
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("MAX_BODY_BYTES", str(2_621_440))
+# Where reviewers reach this gateway: on-call pages link to items under it.
+PUBLIC_URL = os.getenv("REVIEWQ_PUBLIC_URL", "http://127.0.0.1:8000")
+# Email pages go through Django's mail backend: SMTP when EMAIL_HOST is set, else printed to the
+# log (the embedded default has no mail server).
+EMAIL_HOST = os.getenv("EMAIL_HOST", "")
+EMAIL_PORT = envint("EMAIL_PORT", "587")
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "true")
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", "10")
+EMAIL_BACKEND = os.getenv(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "reviewq@localhost")
 # Longest an agent may ask POST to wait for a final answer.
 MAX_WAIT_MS = envint("MAX_WAIT_MS", "30000")
 # Task clusters (telemetry/clusters.py): a cluster is a candidate for a specialist adapter with at

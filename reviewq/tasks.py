@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from reviewq.notify import webhooks
+from reviewq.notify import alerts, webhooks
 from reviewq.pipeline.run import run_pipeline as run_request_pipeline
 from reviewq.runtime.request_logging import request_context
 from reviewq.services import learning, observe, recovery
@@ -38,6 +38,11 @@ def deliver_due_webhooks() -> int:
 @shared_task(name="reviewq.tasks.expire_review_items")
 def expire_review_items() -> int:
     return recovery.expire_review_items()
+
+
+@shared_task(name="reviewq.tasks.page_sla_breaches")
+def page_sla_breaches() -> int:
+    return alerts.page_sla_breaches()
 
 
 @shared_task(name="reviewq.tasks.compare_upstream_call")

@@ -193,6 +193,7 @@ class EscalationPolicy(ConfigModel):
 
     class Meta:
         ordering = ["task_type"]
+        verbose_name_plural = "escalation policies"
 
     def __str__(self) -> str:
         return f"Escalation for {self.task_type}"

@@ -379,6 +379,7 @@ OUTCOME_COLOURS = {
     "blocked": "#CC79A7",
     "expired": "#F0E442",
     "failed": "#000000",
+    "cancelled": "#8C564B",
     "pending": "#999999",
 }
 

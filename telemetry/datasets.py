@@ -80,7 +80,9 @@ def _calls_of(action: dict[str, Any]) -> Any:
 
 
 def _human_rows() -> Iterator[Row]:
-    traces = GoldenTrace.objects.exclude(decision=GoldenTrace.Decision.DENY).exclude(final_action=None)
+    traces = (
+        GoldenTrace.objects.trusted().exclude(decision=GoldenTrace.Decision.DENY).exclude(final_action=None)
+    )
     for trace in traces.order_by("created_at", "id").iterator(chunk_size=500):
         context = trace.context or {}
         assert trace.final_action is not None
@@ -236,7 +238,9 @@ def _negative_lines(
     skipped: Counter[str] = Counter()
     if "human" not in options.sources:
         return lines, skipped
-    denied = GoldenTrace.objects.filter(decision=GoldenTrace.Decision.DENY).order_by("created_at", "id")
+    denied = (
+        GoldenTrace.objects.trusted().filter(decision=GoldenTrace.Decision.DENY).order_by("created_at", "id")
+    )
     for row in denied.values("request_id", "decision", "reason", "context", "proposal", "final_action"):
         trace = f"request:{row['request_id']}"
         if options.clusters and clusters.get(trace) not in options.clusters:

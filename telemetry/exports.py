@@ -350,11 +350,13 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], Redactor | None], dict[str, Any]]
 
 
 def select_traces(queryset: QuerySet[GoldenTrace], options: ExportOptions) -> QuerySet[GoldenTrace]:
-    """The traces an export reads, oldest first: the filters and the format's decisions applied.
+    """The traces an export reads, oldest first: the filters and the format's decisions applied,
+    and never a trace ops flagged as a bad decision.
 
     The tool filter is a coarse text match here (JSON containment is not portable to SQLite);
     ``export_lines`` checks the exact tool name on each row.
     """
+    queryset = queryset.filter(flagged_bad_at__isnull=True)
     if options.since is not None:
         queryset = queryset.filter(created_at__gte=options.since)
     if options.decision:

@@ -21,8 +21,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -60,6 +62,24 @@ def _bucket_counts(bounds: Sequence[float], condition: Any) -> dict[str, Count]:
     return {f"le{i}": Count("pk", filter=condition(bound)) for i, bound in enumerate(bounds)}
 
 
+def _first_tool(action_field: str) -> KeyTextTransform:
+    """The name of an action's first tool call (a plan's first), from its JSON, as text.
+
+    Built from transforms rather than ``KT("…__tool_calls__0__name")``, which reads NULL once the
+    path crosses a relation."""
+    return KeyTextTransform("name", KeyTransform("0", KeyTransform("tool_calls", action_field)))
+
+
+def _with_item_labels(items: QuerySet[ReviewItem]) -> QuerySet[ReviewItem]:
+    """Held items annotated with the labels ops slice the queue by: reviewer group, agent key,
+    and the tool of the action under review (a plan's first call; empty with no valid proposal)."""
+    return items.annotate(
+        group=F("reviewer_group__name"),
+        agent=F("request__agent_key__name"),
+        tool=_first_tool("action_under_review"),
+    ).order_by()
+
+
 class DatabaseCollector(Collector):
     """Reads the gateway's totals from the database on each ``collect()``."""
 
@@ -72,11 +92,49 @@ class DatabaseCollector(Collector):
         yield from self._model_calls()
         yield from self._decisions()
         yield from self._latencies()
+        yield from self._queue()
+
+    def _queue(self) -> Iterator[Metric]:
+        labels = ["group", "agent", "tool"]
         pending = GaugeMetricFamily(
-            "reviewq_review_queue_pending", "Held actions waiting for a human decision."
+            "reviewq_review_queue_pending",
+            "Held actions waiting for a human decision, by reviewer group, agent key and tool.",
+            labels=labels,
         )
-        pending.add_metric([], ReviewItem.objects.filter(status=ReviewItem.Status.PENDING).count())
-        yield pending
+        overdue = GaugeMetricFamily(
+            "reviewq_review_queue_overdue",
+            "Held actions past their SLA without a decision, by reviewer group, agent key and tool.",
+            labels=labels,
+        )
+        rows = (
+            _with_item_labels(ReviewItem.objects.filter(status=ReviewItem.Status.PENDING))
+            .values(*labels)
+            .annotate(n=Count("pk"), late=Count("pk", filter=Q(sla_due_at__lt=timezone.now())))
+        )
+        for row in rows:
+            values = [row[label] or "" for label in labels]
+            pending.add_metric(values, row["n"])
+            overdue.add_metric(values, row["late"])
+        yield from (pending, overdue)
+
+        requests = CounterMetricFamily(
+            "reviewq_agent_requests",
+            "Finished agent requests by agent key, the tool their action called, and outcome.",
+            labels=["agent", "tool", "outcome"],
+        )
+        for row in (
+            Request.objects.filter(status__in=list(FINAL_STATUSES))
+            .annotate(
+                agent=F("agent_key__name"),
+                tool=Coalesce(_first_tool("action"), _first_tool("proposal")),
+                outcome=outcome_expression(),
+            )
+            .order_by()
+            .values("agent", "tool", "outcome")
+            .annotate(n=Count("pk"))
+        ):
+            requests.add_metric([row["agent"], row["tool"] or "", row["outcome"]], row["n"])
+        yield requests
 
     def _requests(self) -> Iterator[Metric]:
         # A request moves between states until it is final: only final states are counters (they
@@ -232,12 +290,18 @@ class DatabaseCollector(Collector):
 
         decision_time = HistogramMetricFamily(
             "reviewq_review_time_to_decision_seconds",
-            "Time from holding an action to a human's decision on it.",
-            labels=["decision"],
+            "Time from holding an action to a human's decision on it, by decision, reviewer group, "
+            "agent key and tool.",
+            labels=["decision", "group", "agent", "tool"],
         )
         decided = (
-            GoldenTrace.objects.order_by()
-            .values("decision")
+            GoldenTrace.objects.annotate(
+                group=F("review_item__reviewer_group__name"),
+                agent=F("request__agent_key__name"),
+                tool=_first_tool("review_item__action_under_review"),
+            )
+            .order_by()
+            .values("decision", "group", "agent", "tool")
             .annotate(
                 count=Count("pk"),
                 total_ms=Sum("time_to_decision_ms"),
@@ -246,7 +310,9 @@ class DatabaseCollector(Collector):
         )
         for row in decided:
             decision_time.add_metric(
-                [row["decision"]], _histogram_buckets(row, DECISION_BUCKETS), (row["total_ms"] or 0) / 1000
+                [row["decision"], row["group"] or "", row["agent"] or "", row["tool"] or ""],
+                _histogram_buckets(row, DECISION_BUCKETS),
+                (row["total_ms"] or 0) / 1000,
             )
         yield decision_time
 

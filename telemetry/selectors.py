@@ -61,6 +61,7 @@ OUTCOMES: list[tuple[str, str]] = [
     ("blocked", "Blocked by policy"),
     ("expired", "Expired"),
     ("failed", "Failed"),
+    ("cancelled", "Withdrawn by the agent"),
     ("pending", "In progress or held"),
 ]
 
@@ -213,6 +214,7 @@ def outcome_expression() -> Case:
         When(status=RequestStatus.DENIED, then=Value("blocked")),
         When(status=RequestStatus.EXPIRED, then=Value("expired")),
         When(status=RequestStatus.FAILED, then=Value("failed")),
+        When(status=RequestStatus.CANCELLED, then=Value("cancelled")),
         default=Value("pending"),
         output_field=CharField(),
     )

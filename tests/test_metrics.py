@@ -6,9 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.db.models import Sum
 from django.test import Client
+from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from reviewq.models import GoldenTrace, Request, ReviewItem
@@ -98,7 +99,29 @@ def test_the_exposition_matches_the_database(client: Client, traffic: None) -> N
     cost = metrics["reviewq_cost_usd"][("reviewq_cost_usd_total", (("tier", "slm"),))]
     assert cost == pytest.approx(float(totals["cost"]))
 
-    assert metrics["reviewq_review_queue_pending"] == {("reviewq_review_queue_pending", ()): 2}
+    # By reviewer group, agent key and tool: the held invented-id answer has no valid proposal.
+    agent = ("agent", "support-bot")
+    assert metrics["reviewq_review_queue_pending"] == {
+        ("reviewq_review_queue_pending", (agent, ("group", ""), ("tool", ""))): 1,
+        ("reviewq_review_queue_pending", (agent, ("group", ""), ("tool", "cancel_pending_order"))): 1,
+    }
+    assert set(metrics["reviewq_review_queue_overdue"].values()) == {0}
+    by_agent = metrics["reviewq_agent_requests"]
+    assert sum(by_agent.values()) == Request.objects.filter(finished_at__isnull=False).count() == 3
+    released = (
+        "reviewq_agent_requests_total",
+        (agent, ("outcome", "approved"), ("tool", "cancel_pending_order")),
+    )
+    assert by_agent[released] == 1
+
+
+def test_overdue_items_are_counted_per_group(client: Client, traffic: None) -> None:
+    group = Group.objects.create(name="payments")
+    late = ReviewItem.objects.filter(status=ReviewItem.Status.PENDING, action_under_review__isnull=False)
+    late.update(sla_due_at=timezone.now() - timedelta(minutes=1), reviewer_group=group)
+    overdue = scrape(client)["reviewq_review_queue_overdue"]
+    labels = (("agent", "support-bot"), ("group", "payments"), ("tool", "cancel_pending_order"))
+    assert overdue[("reviewq_review_queue_overdue", labels)] == 1
 
 
 def test_histograms_count_every_observation_in_cumulative_buckets(client: Client, traffic: None) -> None:
@@ -139,7 +162,13 @@ def test_histograms_count_every_observation_in_cumulative_buckets(client: Client
     assert end_to_end[("reviewq_request_latency_seconds_bucket", (("le", str(within)),))] == 3
 
     decided = metrics["reviewq_review_time_to_decision_seconds"]
-    key = ("reviewq_review_time_to_decision_seconds_count", (("decision", "approve"),))
+    labels = (
+        ("agent", "support-bot"),
+        ("decision", "approve"),
+        ("group", ""),
+        ("tool", "cancel_pending_order"),
+    )
+    key = ("reviewq_review_time_to_decision_seconds_count", labels)
     assert decided[key] == GoldenTrace.objects.count() == 1
 
 

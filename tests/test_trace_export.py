@@ -168,12 +168,20 @@ def test_dpo_skips_denials_without_a_proposal(traces: Traces) -> None:
 def test_raw_has_every_column(traces: Traces) -> None:
     lines = export("raw")
     assert [line["decision"] for line in lines] == ["approve", "edit", "deny"]
-    columns = {field.attname for field in GoldenTrace._meta.concrete_fields}
+    # Every column but ops' bad-decision flag: a flagged trace is never exported.
+    columns = {f.attname for f in GoldenTrace._meta.concrete_fields if not f.name.startswith("flagged_bad")}
     assert set(lines[2]) == columns
     assert lines[2]["reason"] == DENY_REASON
     assert lines[2]["final_action"] is None
     assert lines[2]["request_id"] == str(traces.denied.request_id)
     assert lines[2]["context"] == traces.denied.context
+
+
+def test_a_trace_flagged_as_a_bad_decision_is_not_exported(traces: Traces) -> None:
+    GoldenTrace.objects.filter(id=traces.edited.id).update(
+        flagged_bad_at=timezone.now(), flagged_bad_reason="the reviewer refunded the wrong order"
+    )
+    assert [line["decision"] for line in export("raw")] == ["approve", "deny"]
 
 
 # --- Filters ---

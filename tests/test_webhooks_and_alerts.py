@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from reviewq.models import ReviewerPresence, ReviewItem, RiskPolicy, WebhookDelivery
@@ -73,6 +74,69 @@ def test_on_call_is_paged_when_nobody_is_watching(agent: Any, receiver: Receiver
     item = ReviewItem.objects.get(request=request)
     assert item.alerted_at is not None
     assert alerts.page_if_nobody_watching(item.id) is False  # one page per item
+
+
+def test_a_page_carries_the_decision_facts_and_a_link(agent: Any, receiver: Receiver, settings: Any) -> None:
+    settings.PUBLIC_URL = "https://reviewq.example.com"
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
+    [page] = receiver.wait_for(1)
+    item = ReviewItem.objects.get(request=request)
+    assert page.json["item_url"] == f"https://reviewq.example.com/review/{item.id}/"
+    assert f"<https://reviewq.example.com/review/{item.id}/|Open item {item.id}>" in page.json["text"]
+    assert page.json["tool"] == "cancel_pending_order"
+    assert page.json["arguments"] == {"order_id": "#W2378156", "reason": "no longer needed"}
+    assert "order_id=#W2378156" in page.json["text"]
+    assert item.policy is not None
+    assert page.json["policy"] == item.policy.name and item.policy.name in page.json["text"]
+
+
+def test_a_page_shows_the_amount_and_keeps_agent_text_inert(agent: Any) -> None:
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
+    item = ReviewItem.objects.get(request=request)
+    item.action_under_review = {
+        "type": "tool_calls",
+        "tool_calls": [{"name": "refund", "arguments": {"note": "<!channel> urgent", "amount": 899.0}}],
+    }
+    page = alerts.page_message(item, alerts.SLA_BREACHED)
+    assert page["amount"] == "899.00" and "Amount: 899.00" in str(page["text"])
+    assert "Arguments: amount=899.0, note=" in str(page["text"])  # the amount first
+    assert "<!channel>" not in str(page["text"]) and "&lt;!channel&gt;" in str(page["text"])
+
+
+def test_an_sla_breach_pages_again_even_with_the_queue_open(
+    agent: Any, receiver: Receiver, reviewer: User
+) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_url=receiver.url)
+    ReviewerPresence.objects.create(channel_name="test!tab", user=reviewer)
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
+    assert receiver.received == []  # someone has the queue open: no page on hold
+    assert alerts.page_sla_breaches() == 0  # not overdue yet
+    ReviewItem.objects.filter(request=request).update(sla_due_at=timezone.now())
+    assert alerts.page_sla_breaches() == 1
+    [page] = receiver.wait_for(1)
+    assert page.json["event"] == alerts.SLA_BREACHED and "breached its review SLA" in page.json["text"]
+    assert alerts.page_sla_breaches() == 0  # once per item
+
+
+def test_email_pages_go_through_the_mail_backend(agent: Any, mailoutbox: Any) -> None:
+    RiskPolicy.objects.filter(decision="human").update(notify_email="oncall@example.com, lead@example.com")
+    request, _ = intake.request_create(agent_key=agent[0], payload=risky_body())
+    assert sorted(address for mail in mailoutbox for address in mail.to) == [
+        "lead@example.com",
+        "oncall@example.com",
+    ]
+    item = ReviewItem.objects.get(request=request)
+    assert "cancel_pending_order" in mailoutbox[0].subject
+    assert f"/review/{item.id}/" in mailoutbox[0].body and "order_id=#W2378156" in mailoutbox[0].body
+    emails = WebhookDelivery.objects.filter(kind=WebhookDelivery.Kind.EMAIL)
+    assert set(emails.values_list("status", flat=True)) == {"delivered"}
+
+
+def test_a_policy_refuses_a_malformed_email_address() -> None:
+    policy = RiskPolicy(name="p", decision="human", notify_email="oncall@example.com, not-an-address")
+    with pytest.raises(ValidationError, match="not-an-address"):
+        policy.clean()
 
 
 def test_no_page_while_a_reviewer_has_the_queue_open(agent: Any, receiver: Receiver, reviewer: User) -> None:

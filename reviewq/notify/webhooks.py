@@ -1,4 +1,5 @@
-"""Outbound webhooks: agents' signed callbacks and on-call pages, retried with backoff.
+"""Outbound webhooks: agents' signed callbacks and on-call pages (webhook or email), retried with
+backoff.
 
 A delivery row is written in the same transaction as the decision it reports (one row per
 request, event and URL, so one delivery id per decision) and sent after commit; the scheduler
@@ -12,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import smtplib
 import socket
 import time
 import urllib.error
@@ -21,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core import mail
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -144,15 +147,8 @@ def deliver_due() -> int:
     return sum(deliver(delivery_id) for delivery_id in list(due))
 
 
-def deliver(delivery_id: int) -> bool:
-    """One attempt at one delivery, claimed with a guarded update. True if delivered."""
-    now = timezone.now()
-    claimed = WebhookDelivery.objects.filter(
-        id=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now
-    ).update(attempts=F("attempts") + 1, next_attempt_at=now + timedelta(seconds=SEND_LEASE_SECONDS))
-    if not claimed:
-        return False  # someone else is sending it, or it is done
-    delivery = WebhookDelivery.objects.select_related("request__agent_key").get(id=delivery_id)
+def _post(delivery: WebhookDelivery) -> tuple[bool, str]:
+    """POSTs the delivery, signed when its agent has a webhook secret. (delivered, error)."""
     body = json.dumps({"delivery_id": str(delivery.delivery_id), **delivery.payload}, default=str).encode()
     timestamp = str(int(time.time()))
     headers = {
@@ -164,25 +160,53 @@ def deliver(delivery_id: int) -> bool:
     }
     if delivery.request is not None and delivery.request.agent_key.webhook_secret:
         headers["X-Reviewq-Signature"] = signature(delivery.request.agent_key.webhook_secret, timestamp, body)
-    refused = _destination_problem(delivery.url, delivery.kind)
-    if refused:
-        WebhookDelivery.objects.filter(id=delivery.id).update(
-            status=WebhookDelivery.Status.FAILED, last_error=refused
-        )
-        logger.warning("webhook %s to %s refused: %s", delivery.delivery_id, delivery.url, refused)
-        return False
-    error = ""
     try:
         with _OPENER.open(
             urllib.request.Request(delivery.url, data=body, headers=headers, method="POST"),
             timeout=settings.WEBHOOK_TIMEOUT_S,
         ) as response:
             ok = 200 <= response.status < 300
-            error = "" if ok else f"HTTP {response.status}"
+            return ok, "" if ok else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
-        ok, error = False, f"HTTP {exc.code}"
+        return False, f"HTTP {exc.code}"
     except (OSError, ValueError) as exc:
-        ok, error = False, str(exc)[:500]
+        return False, str(exc)[:500]
+
+
+def _send_email(delivery: WebhookDelivery) -> tuple[bool, str]:
+    """Sends an email page to the delivery's ``mailto:`` address. (delivered, error)."""
+    payload = delivery.payload
+    subject = str(payload.get("headline") or delivery.event)[:150]
+    body = "\n".join([*map(str, payload.get("details") or []), "", f"Open it: {payload.get('item_url', '')}"])
+    try:
+        sent = mail.send_mail(
+            subject, body, None, [delivery.url.removeprefix("mailto:")], fail_silently=False
+        )
+    except (OSError, smtplib.SMTPException) as exc:
+        return False, str(exc)[:500]
+    return (sent == 1), "" if sent == 1 else "the mail backend sent nothing"
+
+
+def deliver(delivery_id: int) -> bool:
+    """One attempt at one delivery, claimed with a guarded update. True if delivered."""
+    now = timezone.now()
+    claimed = WebhookDelivery.objects.filter(
+        id=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now
+    ).update(attempts=F("attempts") + 1, next_attempt_at=now + timedelta(seconds=SEND_LEASE_SECONDS))
+    if not claimed:
+        return False  # someone else is sending it, or it is done
+    delivery = WebhookDelivery.objects.select_related("request__agent_key").get(id=delivery_id)
+    if delivery.kind == WebhookDelivery.Kind.EMAIL:
+        ok, error = _send_email(delivery)
+    else:
+        refused = _destination_problem(delivery.url, delivery.kind)
+        if refused:
+            WebhookDelivery.objects.filter(id=delivery.id).update(
+                status=WebhookDelivery.Status.FAILED, last_error=refused
+            )
+            logger.warning("webhook %s to %s refused: %s", delivery.delivery_id, delivery.url, refused)
+            return False
+        ok, error = _post(delivery)
     if ok:
         WebhookDelivery.objects.filter(id=delivery.id).update(
             status=WebhookDelivery.Status.DELIVERED, delivered_at=timezone.now(), last_error=""

@@ -198,31 +198,41 @@ def _parameter_changes(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
 
 def policy_matches(policy: RiskPolicy, call: CallContext, tags: set[str], pii_kinds: list[str]) -> str | None:
     """Why ``policy`` matches ``call``, or None if it does not."""
+    matched, why = policy_verdict(policy, call, tags, pii_kinds)
+    return why if matched else None
+
+
+def policy_verdict(
+    policy: RiskPolicy, call: CallContext, tags: set[str], pii_kinds: list[str]
+) -> tuple[bool, str]:
+    """Whether ``policy`` matches ``call``, and why: every part that matched, or the first that did not."""
     if not fnmatch.fnmatchcase(call.name, policy.tool_pattern or "*"):
-        return None
+        return False, f"tool {call.name!r} does not match {policy.tool_pattern!r}"
     why = [f"tool {call.name!r} matches {policy.tool_pattern or '*'!r}"]
     if policy.match_tags:
         shared = set(policy.match_tags) & tags
         if not shared:
-            return None
+            has = ", ".join(sorted(tags)) or "none"
+            return False, f"the tool has none of the tags {', '.join(policy.match_tags)} (it has: {has})"
         why.append(f"tags {', '.join(sorted(shared))}")
     if policy.condition:
         if not evaluate_condition(policy.condition, call.arguments):
-            return None
+            return False, f"condition {policy.condition!r} is false for these arguments"
         why.append(f"condition {policy.condition!r} holds")
     if policy.min_uncertainty is not None:
         if call.uncertainty is None or call.uncertainty <= policy.min_uncertainty:
-            return None
+            shown = "unknown" if call.uncertainty is None else f"{call.uncertainty:.3f}"
+            return False, f"uncertainty {shown} is not above {policy.min_uncertainty}"
         why.append(f"uncertainty {call.uncertainty:.3f} > {policy.min_uncertainty}")
     if policy.model_tier:
         if call.tier != policy.model_tier:
-            return None
+            return False, f"proposed by the {call.tier} tier, not the {policy.model_tier} tier"
         why.append(f"proposed by the {call.tier} tier")
     if policy.match_pii:
         if not pii_kinds:
-            return None
+            return False, "no PII in the arguments"
         why.append(f"PII in the arguments ({', '.join(sorted(set(pii_kinds)))})")
-    return "; ".join(why)
+    return True, "; ".join(why)
 
 
 def is_bounded_release(policy: RiskPolicy, tags: set[str]) -> bool:
@@ -401,8 +411,6 @@ def preview_policies(text: str, *, uncertainty: float | None = None, tier: str =
         tags = set(tool.risk_tags or []) if tool else set()
         pii_kinds = [finding.kind for finding in call.pii()]
         for policy in configuration.risk_policies:
-            why = policy_matches(policy, call, tags, pii_kinds)
-            rows.append(
-                {"call": call.name, "policy": policy, "matches": why is not None, "why": why or "no match"}
-            )
+            matched, why = policy_verdict(policy, call, tags, pii_kinds)
+            rows.append({"call": call.name, "policy": policy, "matches": matched, "why": why})
     return {"decision": decide_action(contexts, configuration=configuration), "rows": rows}

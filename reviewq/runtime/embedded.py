@@ -12,7 +12,7 @@ import time
 
 from django.db import close_old_connections
 
-from reviewq.notify import webhooks
+from reviewq.notify import alerts, webhooks
 from reviewq.services import recovery
 from router.backends.registry import get_backend
 from router.contracts import TaskType, Tier
@@ -45,7 +45,7 @@ def _loop() -> None:
         _warm_models()
     except Exception:
         logger.exception("could not preload the local models")
-    last_sweep = 0.0
+    last_sweep = last_sla_check = 0.0
     while True:
         try:
             now = time.monotonic()
@@ -54,6 +54,9 @@ def _loop() -> None:
                 recovery.sweep_stuck_requests()
                 last_sweep = now
             recovery.expire_review_items()
+            if now - last_sla_check >= SWEEP_EVERY_SECONDS:
+                alerts.page_sla_breaches()
+                last_sla_check = now
             webhooks.deliver_due()
         except Exception:
             logger.exception("scheduled maintenance failed")

@@ -219,6 +219,7 @@ def completion_for(request: Request, model_name: str = "") -> CompletionReply:
         text = {
             RequestStatus.DENIED: f"The proposed action was denied{because} ({where}).",
             RequestStatus.EXPIRED: f"The proposed action expired before a reviewer decided ({where}).",
+            RequestStatus.CANCELLED: f"The request was withdrawn{because} ({where}).",
         }.get(
             RequestStatus(request.status),
             f"This action is awaiting human review ({where}). Do not repeat it; "
