@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from reviewq.admin_forms import CONDITION_LANGUAGE_HTML, RiskPolicyForm, ToolSpecForm
 from reviewq.errors import ApplicationError
 from reviewq.models import AgentKey, AuditEvent, Request, ReviewItem, RiskPolicy, ToolSpec, WebhookDelivery
 from reviewq.pipeline.policies import preview_policies
@@ -74,7 +75,11 @@ class ReviewItemAdmin(ReadOnlyAdmin):
 @admin.register(ToolSpec)
 class ToolSpecAdmin(admin.ModelAdmin):
     # Rules are checked by ToolSpec.clean, as for import_config.
-    fields = ["name", "description", "parameters", "risk_tags", "rules", "enabled"]
+    form = ToolSpecForm
+    fieldsets = [
+        (None, {"fields": ["name", "description", "parameters", "risk_tags", "enabled"]}),
+        ("Business rules", {"fields": ["rules"], "description": CONDITION_LANGUAGE_HTML}),
+    ]
     list_display = ["name", "risk_tags", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "description"]
@@ -93,6 +98,42 @@ class PreviewForm(forms.Form):
 @admin.register(RiskPolicy)
 class RiskPolicyAdmin(admin.ModelAdmin):
     # The condition is checked by RiskPolicy.clean, as for import_config.
+    form = RiskPolicyForm
+    fieldsets = [
+        (None, {"fields": ["name", "priority", "enabled"]}),
+        (
+            "Which actions it matches",
+            {
+                "fields": [
+                    "tool_pattern",
+                    "match_tags",
+                    "condition",
+                    "min_uncertainty",
+                    "model_tier",
+                    "match_pii",
+                    "requires_llm",
+                ],
+                "description": CONDITION_LANGUAGE_HTML,
+            },
+        ),
+        (
+            "What happens to them",
+            {
+                "fields": [
+                    "decision",
+                    "adjudicator_tier",
+                    "on_adjudicator_approve",
+                    "on_adjudicator_reject",
+                    "required_approvals",
+                    "reviewer_group",
+                ]
+            },
+        ),
+        (
+            "Review timing and paging",
+            {"fields": ["sla_seconds", "expiry_seconds", "notify_url", "notify_email"]},
+        ),
+    ]
     list_display = [
         "priority",
         "name",

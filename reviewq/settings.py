@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Listed so /api/v1/docs serves django-ninja's own Swagger files, not a CDN's (works offline).
+    "ninja",
     "reviewq",
     "router",
     "telemetry",

@@ -3,13 +3,19 @@ as JSONL), task clusters (with the action that trains an adapter for one) and da
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
 
 from reviewq.admin import ReadOnlyAdmin
 from reviewq.models import GoldenTrace
 from reviewq.runtime.dispatch import later
+from reviewq.services import decisions
 from router.contracts import TaskType, Tier
 from router.models import ModelSpec
 from telemetry import exports
@@ -140,8 +146,71 @@ def export_selected_traces_raw(
     return _download(request, queryset, "raw")
 
 
+class FlagReasonForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Why these decisions were wrong (kept in the audit log).",
+    )
+
+
+class FlaggedBadFilter(admin.SimpleListFilter):
+    title = "flagged as a bad decision"
+    parameter_name = "flagged_bad"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Flagged: skipped by exports and training"), ("no", "Trusted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[GoldenTrace]) -> QuerySet[GoldenTrace]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(flagged_bad_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(GoldenTrace)
 class GoldenTraceAdmin(ReadOnlyAdmin):
-    list_display = ["id", "request", "decision", "reviewer", "time_to_decision_ms", "created_at"]
-    list_filter = ["decision"]
-    actions = [export_selected_traces, export_selected_traces_dpo, export_selected_traces_raw]
+    list_display = [
+        "id",
+        "request",
+        "decision",
+        "reviewer",
+        "time_to_decision_ms",
+        "created_at",
+        "flagged_bad_reason",
+    ]
+    list_filter = ["decision", FlaggedBadFilter]
+    actions = [
+        export_selected_traces,
+        export_selected_traces_dpo,
+        export_selected_traces_raw,
+        "flag_bad",
+        "unflag",
+    ]
+
+    @admin.action(description="Flag as a bad decision (exports and training skip it)")
+    def flag_bad(self, request: HttpRequest, queryset: QuerySet[GoldenTrace]) -> HttpResponse | None:
+        form = FlagReasonForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            count = decisions.golden_traces_flag_bad(
+                trace_ids=list(queryset.values_list("id", flat=True)),
+                actor=request.user,  # type: ignore[arg-type]  # the admin's user is logged in
+                reason=form.cleaned_data["reason"],
+            )
+            self.message_user(request, f"{count} traces flagged: exports and training skip them")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Flag golden traces as bad decisions",
+            "form": form,
+            "traces": queryset,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/telemetry/goldentrace/flag_bad.html", context)
+
+    @admin.action(description="Trust again (undo the bad-decision flag)")
+    def unflag(self, request: HttpRequest, queryset: QuerySet[GoldenTrace]) -> None:
+        count = decisions.golden_traces_unflag(
+            trace_ids=list(queryset.values_list("id", flat=True)),
+            actor=request.user,  # type: ignore[arg-type]
+        )
+        self.message_user(request, f"{count} traces trusted again")

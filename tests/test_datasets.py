@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
-from reviewq.models import ReviewItem
-from reviewq.services.decisions import review_approve, review_deny
+from reviewq.models import AuditEvent, GoldenTrace, ReviewItem
+from reviewq.services.decisions import (
+    golden_traces_flag_bad,
+    golden_traces_unflag,
+    review_approve,
+    review_deny,
+)
 from reviewq.services.intake import request_create
 from telemetry.datasets import DatasetOptions, build_dataset
 from telemetry.models import Dataset, ReplayTrace, UpstreamCall
@@ -111,3 +116,20 @@ def test_a_dataset_can_keep_pii_when_asked_and_filter_sources(agent: Any, review
     [row] = lines(dataset, "train")
     assert "jane.doe@example.com" in row["messages"][0]["content"]
     assert dataset.negative_rows == 0 and dataset.counts["train"]["by_source"] == {"upstream": 1}
+
+
+def test_a_decision_ops_flagged_as_bad_is_never_trained_on(
+    agent: Any, reviewer: Any, admin_user: Any
+) -> None:
+    good = review_approve(item_id=held(agent, "#W1000001").id, reviewer=reviewer)
+    bad = review_approve(item_id=held(agent, "#W1000002").id, reviewer=reviewer)
+    denied = review_deny(item_id=held(agent, "#W1000003").id, reviewer=reviewer, reason="not asked")
+    bad_traces = GoldenTrace.objects.filter(review_item__in=[bad, denied]).values_list("id", flat=True)
+    assert golden_traces_flag_bad(trace_ids=list(bad_traces), actor=admin_user, reason="wrong order") == 2
+    dataset = build_dataset(DatasetOptions(replay_share=0))
+    assert (dataset.train_rows, dataset.negative_rows) == (1, 0)
+    [row] = lines(dataset, "train")
+    assert row["meta"]["trace"] == f"request:{good.request_id}"
+    assert AuditEvent.objects.filter(kind="trace.flag_bad").count() == 2
+    assert golden_traces_unflag(trace_ids=list(bad_traces), actor=admin_user) == 2
+    assert build_dataset(DatasetOptions(replay_share=0)).train_rows == 2

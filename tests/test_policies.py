@@ -226,6 +226,40 @@ def test_the_admin_preview_explains_every_policy(config: None) -> None:
     rows = {row["policy"].name: row for row in result["rows"]}
     assert rows["Hold money, personal data and destructive changes"]["matches"]
     assert not rows["Release read-only tools"]["matches"]
+    # Each policy that does not match says which of its parts failed.
+    assert "has none of the tags read" in rows["Release read-only tools"]["why"]
+    assert "does not match 'return_delivered_order_items'" in rows["Small refunds by adjudication"]["why"]
+
+
+def test_admin_edits_tags_and_rules_without_json(admin_client: Any, config: None) -> None:
+    page = admin_client.get("/admin/reviewq/toolspec/add/").content.decode()
+    assert 'type="checkbox" name="risk_tags" value="payment"' in page
+    assert "Conditions</strong> read like Python" in page  # the language, documented on the page
+    response = admin_client.post(
+        "/admin/reviewq/toolspec/add/",
+        {
+            "name": "issue_refund",
+            "description": "Refund an order.",
+            "parameters": '{"type": "object", "properties": {"amount": {"type": "number"}}}',
+            "risk_tags": ["payment", "write"],
+            "rules": 'amount <= 500 => refunds above 500 need a manager\nreason != "a => b"',
+            "enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    tool = ToolSpec.objects.get(name="issue_refund")
+    assert tool.risk_tags == ["payment", "write"]
+    assert tool.rules == [
+        {"condition": "amount <= 500", "message": "refunds above 500 need a manager"},
+        {"condition": 'reason != "a => b"', "message": ""},
+    ]
+    change = admin_client.get(f"/admin/reviewq/toolspec/{tool.id}/change/").content.decode()
+    assert "amount &lt;= 500 =&gt; refunds above 500 need a manager" in change
+    bad = admin_client.post(
+        f"/admin/reviewq/toolspec/{tool.id}/change/",
+        {"name": "issue_refund", "parameters": "{}", "rules": "open('x') => no", "enabled": "on"},
+    )
+    assert bad.status_code == 200 and "is not allowed in a condition" in bad.content.decode()
 
 
 def test_the_admin_preview_page(admin_client: Any, config: None) -> None:
@@ -246,7 +280,6 @@ def test_admin_refuses_a_condition_outside_the_language(admin_client: Any, confi
             "name": "evil",
             "priority": 1,
             "tool_pattern": "*",
-            "match_tags": "[]",
             "condition": "__import__('os')",
             "decision": "human",
             "adjudicator_tier": "slm",

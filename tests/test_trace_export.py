@@ -374,6 +374,31 @@ def test_the_admin_action_downloads_the_selection(client: Client, traces: Traces
     assert json.loads(line)["decision"] == "deny"
 
 
+def test_ops_flag_a_bad_decision_in_the_admin_with_a_reason(client: Client, traces: Traces) -> None:
+    client.force_login(User.objects.create_superuser("root", password="pw-root"))
+    selection = {"action": "flag_bad", "_selected_action": [traces.edited.id]}
+    confirm = client.post("/admin/reviewq/goldentrace/", selection)
+    assert confirm.status_code == 200 and "Flag golden traces as bad decisions" in confirm.content.decode()
+    assert client.post("/admin/reviewq/goldentrace/", {**selection, "reason": " "}).status_code == 200
+    assert not GoldenTrace.objects.filter(flagged_bad_at__isnull=False).exists()  # a reason is required
+    done = client.post("/admin/reviewq/goldentrace/", {**selection, "reason": "refunded the wrong order"})
+    assert done.status_code == 302
+    traces.edited.refresh_from_db()
+    assert traces.edited.flagged_bad and traces.edited.flagged_bad_reason == "refunded the wrong order"
+    assert [line["decision"] for line in export("raw")] == ["approve", "deny"]
+    flagged = client.get("/admin/reviewq/goldentrace/?flagged_bad=yes").content.decode()
+    assert "refunded the wrong order" in flagged
+    client.post("/admin/reviewq/goldentrace/", {"action": "unflag", "_selected_action": [traces.edited.id]})
+    assert [line["decision"] for line in export("raw")] == ["approve", "edit", "deny"]
+
+
+def test_admin_names_are_plural_english(client: Client, db: Any) -> None:
+    client.force_login(User.objects.create_superuser("root", password="pw-root"))
+    index = client.get("/admin/").content.decode()
+    assert "Escalation policies" in index and "Webhook deliveries" in index and "Risk policies" in index
+    assert "policys" not in index.lower() and "deliverys" not in index.lower()
+
+
 def test_the_redactor_replaces_street_addresses_but_not_names_of_places() -> None:
     """What --redact covers (README, "Training data export"): a street address written with its
     number and street type is replaced; a town or a person's name, which has no shape, is not."""

@@ -1,4 +1,5 @@
-"""Reviewers' decisions on held items: claim, approve (four-eyes), edit, deny.
+"""Reviewers' decisions on held items: claim, approve (four-eyes), edit, deny; and ops' flag on a
+decision that was a mistake.
 
 Each runs in one transaction with the item locked, checks that this reviewer may decide
 (``ReviewItem.check_may_decide``), and records an audit entry; a final decision also moves the
@@ -275,3 +276,45 @@ def _finish(
     item.refresh_from_db()
     transaction.on_commit(lambda: push.push_item_removed(item))
     return item
+
+
+def golden_traces_flag_bad(*, trace_ids: list[int], actor: User, reason: str) -> int:
+    """Marks human decisions as mistakes (a wrong refund approved, a careless edit): exports,
+    datasets and training skip them from now on. A reason is required. Returns how many changed."""
+    if not reason.strip():
+        raise ApplicationError("reason_required", "say why the decision was bad")
+    flagged = 0
+    with transaction.atomic():
+        for trace in GoldenTrace.objects.filter(id__in=trace_ids, flagged_bad_at__isnull=True):
+            if GoldenTrace.objects.filter(id=trace.id, flagged_bad_at__isnull=True).update(
+                flagged_bad_at=timezone.now(), flagged_bad_by=actor, flagged_bad_reason=reason.strip()
+            ):
+                audit.record(
+                    kind="trace.flag_bad",
+                    actor=actor.get_username(),
+                    request_id=trace.request_id,
+                    item_id=trace.review_item_id,
+                    trace_id=trace.id,
+                    reason=reason.strip(),
+                )
+                flagged += 1
+    return flagged
+
+
+def golden_traces_unflag(*, trace_ids: list[int], actor: User) -> int:
+    """Trusts flagged traces again. Returns how many changed."""
+    unflagged = 0
+    with transaction.atomic():
+        for trace in GoldenTrace.objects.filter(id__in=trace_ids, flagged_bad_at__isnull=False):
+            if GoldenTrace.objects.filter(id=trace.id, flagged_bad_at__isnull=False).update(
+                flagged_bad_at=None, flagged_bad_by=None, flagged_bad_reason=""
+            ):
+                audit.record(
+                    kind="trace.unflag",
+                    actor=actor.get_username(),
+                    request_id=trace.request_id,
+                    item_id=trace.review_item_id,
+                    trace_id=trace.id,
+                )
+                unflagged += 1
+    return unflagged
