@@ -216,7 +216,7 @@ class AdapterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # adapters are trained (manage.py train_adapter, or a cluster's admin action)
 
-    @admin.display(description="exact on replay (base → adapter)")
+    @admin.display(description="exact on replay (served now → adapter)")
     def exact_on_replay(self, adapter: Adapter) -> str:
         report = adapter.replay_report
         if not report:

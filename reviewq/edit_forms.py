@@ -4,11 +4,15 @@ Each argument becomes an input that fits its schema (a select for an enum, a num
 numbers, a checkbox for booleans, JSON text for arrays and objects). Parsing restores the schema's
 types, so ``"5"`` typed into an integer field is released as ``5``. The result then goes through
 the same validator chain as a model's proposal (reviewq.services.decisions.review_edit).
+
+A refused edit shows the form again as the reviewer left it (``typed``), with each error beside
+the field it is about (``errors``, by input name).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,7 @@ class ArgumentField:
     description: str = ""
     choices: list[str] | None = None
     checked: bool = False
+    error: str = ""
 
 
 @dataclass
@@ -59,8 +64,19 @@ def _display(value: Any, kind: str) -> str:
     return str(value)
 
 
-def call_forms(calls: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[CallForm]:
-    """Form fields for each call, prefilled with its current arguments."""
+def input_name(index: int, argument: str) -> str:
+    return f"call-{index}-{argument}"
+
+
+def call_forms(
+    calls: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    *,
+    typed: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
+) -> list[CallForm]:
+    """Form fields for each call, prefilled with its current arguments, or with what the reviewer
+    typed (``typed``: the submitted form) when an edit was refused."""
     by_name = {tool_function(tool)["name"]: tool for tool in tools}
     forms = []
     for index, call in enumerate(calls):
@@ -71,25 +87,32 @@ def call_forms(calls: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list
         fields = []
         for name, schema in params.get("properties", {}).items():
             kind = _kind(schema)
+            field_name = input_name(index, name)
             value = arguments.get(name)
+            if typed is not None:
+                shown, checked = typed.get(field_name, ""), field_name in typed
+            else:
+                shown, checked = _display(value, kind), bool(value)
             fields.append(
                 ArgumentField(
                     name=name,
-                    input_name=f"call-{index}-{name}",
+                    input_name=field_name,
                     kind=kind,
-                    value=_display(value, kind),
+                    value=shown,
                     required=name in required,
                     description=str(schema.get("description", "")) if isinstance(schema, dict) else "",
                     choices=[str(choice) for choice in schema["enum"]] if kind == "select" else None,
-                    checked=bool(value) if kind == "boolean" else False,
+                    checked=checked if kind == "boolean" else False,
+                    error=(errors or {}).get(field_name, ""),
                 )
             )
         forms.append(CallForm(index=index, tool=call["name"], fields=fields))
     return forms
 
 
-def _typed(raw: str, schema: dict[str, Any], where: str) -> Any:
+def _typed(raw: str, schema: dict[str, Any], where: str, field_name: str) -> Any:
     kind = _kind(schema)
+    field = {"field": field_name}
     try:
         if kind == "integer":
             return int(raw)
@@ -102,10 +125,12 @@ def _typed(raw: str, schema: dict[str, Any], where: str) -> Any:
             # Keep the enum member's own type (an enum of numbers stays numbers).
             return next((choice for choice in schema["enum"] if str(choice) == raw), raw)
     except untrusted.UntrustedInputError as exc:
-        raise ApplicationError("invalid_edit", exc.message) from None
+        raise ApplicationError("invalid_edit", exc.message, extra=field) from None
     except ValueError:
         expected = {"integer": "a whole number", "number": "a number", "json": "valid JSON"}[kind]
-        raise ApplicationError("invalid_edit", f"{where} must be {expected}, not {raw!r}") from None
+        raise ApplicationError(
+            "invalid_edit", f"{where} must be {expected}, not {raw!r}", extra=field
+        ) from None
     return raw
 
 
@@ -119,14 +144,14 @@ def parse_call_forms(data: QueryDict, calls: list[dict[str, Any]], tools: list[d
         required = set(params.get("required", []))
         arguments: dict[str, Any] = {}
         for name, schema in params.get("properties", {}).items():
-            input_name = f"call-{index}-{name}"
+            field_name = input_name(index, name)
             if _kind(schema) == "boolean":
-                arguments[name] = input_name in data
+                arguments[name] = field_name in data
                 continue
-            raw = data.get(input_name, "")
+            raw = data.get(field_name, "")
             if raw == "" and name not in required:
                 continue  # left empty: the optional argument is omitted
-            arguments[name] = _typed(raw, schema, f"{call['name']}.{name}")
+            arguments[name] = _typed(raw, schema, f"{call['name']}.{name}", field_name)
         edited.append({"name": call["name"], "arguments": arguments})
     return edited
 

@@ -174,7 +174,10 @@ CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "150")
 CELERY_TASK_IGNORE_RESULT = True
 # Training runs for minutes to hours on its own queue (`make train-worker`), never beside the
 # pipeline; in the embedded mode each such queue gets one background thread, one job at a time.
-CELERY_TASK_ROUTES = {"reviewq.tasks.train_adapter": {"queue": "training"}}
+CELERY_TASK_ROUTES = {
+    "reviewq.tasks.train_adapter": {"queue": "training"},
+    "reviewq.tasks.run_learning_cycle": {"queue": "training"},
+}
 # Workers keep their database connection between tasks instead of Celery closing it around each
 # one (reviewq/celery.py); this forces a fresh one every 1000 tasks all the same.
 CELERY_DB_REUSE_MAX = envint("CELERY_DB_REUSE_MAX", "1000")
@@ -194,6 +197,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-review-items": {"task": "reviewq.tasks.expire_review_items", "schedule": 1.0},
     "deliver-due-webhooks": {"task": "reviewq.tasks.deliver_due_webhooks", "schedule": 2.0},
     "page-sla-breaches": {"task": "reviewq.tasks.page_sla_breaches", "schedule": 15.0},
+    # Does nothing unless LEARNING_CYCLE_ENABLED; the training itself runs on the "training" queue.
+    "learning-cycle": {"task": "reviewq.tasks.learning_cycle", "schedule": 3600.0},
 }
 
 # A shared cache (throttling budgets) when Redis is there; a per-process one otherwise.
@@ -257,6 +262,18 @@ CLUSTER_CANDIDATE_MAX_ACCURACY = envfloat("CLUSTER_CANDIDATE_MAX_ACCURACY", "0.9
 # Replay calibration: the uncertainty threshold of a promoted adapter keeps the answers it
 # releases right at least this often on the held-out rows (reviewq/services/learning.py).
 ADAPTER_RELEASE_PRECISION = envfloat("ADAPTER_RELEASE_PRECISION", "0.95")
+# The learning cycle (reviewq/services/learning.py ``learning_cycle``; manage.py learning_cycle):
+# off by default. When on, the scheduler trains a new adapter for each base (default: the
+# cheapest small tool-use model) once this many new trustworthy traces arrived, replays it, and
+# promotes it itself only for the tasks (final tool names, or *) ops list, on a gain of at least
+# LEARNING_CYCLE_MIN_GAIN in exact answers on the replay and no cluster worse.
+LEARNING_CYCLE_ENABLED = envbool("LEARNING_CYCLE_ENABLED", "false")
+LEARNING_CYCLE_BASES = [name for name in os.getenv("LEARNING_CYCLE_BASES", "").split(",") if name.strip()]
+LEARNING_CYCLE_MIN_NEW_TRACES = envint("LEARNING_CYCLE_MIN_NEW_TRACES", "20")
+LEARNING_CYCLE_AUTO_PROMOTE_TASKS = [
+    name.strip() for name in os.getenv("LEARNING_CYCLE_AUTO_PROMOTE_TASKS", "").split(",") if name.strip()
+]
+LEARNING_CYCLE_MIN_GAIN = envfloat("LEARNING_CYCLE_MIN_GAIN", "0.05")
 # Default time a held item waits for a human before it expires (fails closed: denied).
 REVIEW_DEFAULT_EXPIRY_SECONDS = envint("REVIEW_DEFAULT_EXPIRY_SECONDS", "86400")
 # "fake" swaps every local model for the deterministic fake backend (tests, quick demos).

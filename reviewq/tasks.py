@@ -7,9 +7,11 @@ The only module that names jobs: the rest of the code hands them over by name wi
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from reviewq.notify import alerts, webhooks
 from reviewq.pipeline.run import run_pipeline as run_request_pipeline
+from reviewq.runtime.dispatch import later
 from reviewq.runtime.request_logging import request_context
 from reviewq.services import learning, observe, recovery
 
@@ -54,6 +56,20 @@ def compare_upstream_call(call_id: int) -> str:
 @shared_task(name="reviewq.tasks.train_adapter", soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
 def train_adapter(base: str, cluster: str, actor: str) -> str:
     return learning.train_and_replay(base=base, cluster=cluster, actor=actor)
+
+
+@shared_task(name="reviewq.tasks.learning_cycle")
+def learning_cycle() -> str:
+    """The scheduled turn of the learning loop: hands the work to the training queue when on."""
+    if not settings.LEARNING_CYCLE_ENABLED:
+        return "off (LEARNING_CYCLE_ENABLED)"
+    later("reviewq.tasks.run_learning_cycle")
+    return "queued"
+
+
+@shared_task(name="reviewq.tasks.run_learning_cycle", soft_time_limit=6 * 3600, time_limit=6 * 3600 + 60)
+def run_learning_cycle() -> list[dict[str, object]]:
+    return [vars(step) for step in learning.learning_cycle()]
 
 
 @shared_task(name="reviewq.tasks.shadow_propose")

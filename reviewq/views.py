@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import cast
 
@@ -14,8 +13,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from reviewq import selectors
-from reviewq.edit_forms import call_forms, parse_call_forms, parse_raw_calls
+from reviewq import review_page, selectors
+from reviewq.edit_forms import parse_call_forms, parse_raw_calls
 from reviewq.errors import ApplicationError
 from reviewq.models import ReviewItem, ToolSpec
 from reviewq.permissions import reviewer_required
@@ -48,34 +47,16 @@ def queue(request: HttpRequest) -> HttpResponse:
 @login_required
 @reviewer_required
 def item_detail(
-    request: HttpRequest, item_id: int, *, edit_error: str = "", raw_json: str = ""
+    request: HttpRequest, item_id: int, *, failure: review_page.EditFailure | None = None
 ) -> HttpResponse:
     item = get_object_or_404(
         ReviewItem.objects.select_related("request__agent_key", "policy", "decided_by", "claimed_by"),
         id=item_id,
     )
-    action = item.action_under_review or {}
-    calls = action.get("tool_calls") or []
-    context = {
-        "item": item,
-        "req": item.request,
-        "model_calls": item.request.model_calls.all(),
-        "action_json": json.dumps(action, indent=2) if action else "",
-        "call_forms": call_forms(calls, item.request.tools),
-        "raw_json": raw_json
-        or json.dumps(
-            [{"name": c["name"], "arguments": c["arguments"]} for c in calls]
-            or [{"name": "", "arguments": {}}],
-            indent=2,
-        ),
-        "edit_error": edit_error,
-        "approvals": list(item.approvals.select_related("reviewer")),
-        "own_request": item.request.agent_key.owner_id == request.user.pk,
-        "neighbours": selectors.review_item_neighbours(item),
-        "tool_names": [tool["function"]["name"] for tool in item.request.tools],
-    }
     # A refused edit re-renders the page with the error and what was typed, as a form view does.
-    return render(request, "review/item.html", context)
+    return render(
+        request, "review/item.html", review_page.item_context(item, viewer=request.user, failure=failure)
+    )
 
 
 def _decision_response(request: HttpRequest, item_id: int, decide: Callable[[], ReviewItem]) -> HttpResponse:
@@ -141,17 +122,18 @@ def item_deny(request: HttpRequest, item_id: int) -> HttpResponse:
 def item_edit(request: HttpRequest, item_id: int) -> HttpResponse:
     """Edit through the schema form, or the raw JSON editor when ``mode=json``."""
     item = get_object_or_404(ReviewItem.objects.select_related("request"), id=item_id)
-    raw = request.POST.get("raw_json", "")
+    mode = "json" if request.POST.get("mode") == "json" else "form"
     try:
-        if request.POST.get("mode") == "json":
-            calls = parse_raw_calls(raw)
+        if mode == "json":
+            calls = parse_raw_calls(request.POST.get("raw_json", ""))
         else:
-            current = (item.action_under_review or {}).get("tool_calls") or []
-            calls = parse_call_forms(request.POST, current, item.request.tools)
+            # The form was built from the item's draft (its action, or the model's best attempt).
+            calls = parse_call_forms(request.POST, review_page.draft_for(item).calls, item.request.tools)
         updated = decisions.review_edit(item_id=item_id, reviewer=_user(request), tool_calls=calls)
     except ApplicationError as exc:
         # Re-render with the error and what was typed: nothing the reviewer entered is lost.
-        return item_detail(request, item_id, edit_error=exc.message, raw_json=raw)
+        failure = review_page.EditFailure(error=exc, mode=mode, typed=request.POST)
+        return item_detail(request, item_id, failure=failure)
     if updated.status == ReviewItem.Status.PENDING:
         messages.success(
             request, f"Edit recorded. {updated.approvals.count()} of {updated.required_approvals} approvals."

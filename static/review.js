@@ -96,14 +96,39 @@
       window.location = nav.dataset.previous;
     }
   });
-  document.addEventListener("DOMContentLoaded", tick);
+  // A refused edit comes back with the field it is about marked: the cursor goes straight there.
+  function focusRefusedField() {
+    const invalid = document.querySelector("#edit-form [aria-invalid=true], #json-form [aria-invalid=true]");
+    if (invalid) invalid.focus();
+  }
+  document.addEventListener("DOMContentLoaded", function () { tick(); focusRefusedField(); });
   function setLive(state) {
     const queue = document.querySelector("[data-page=queue]");
     const label = document.getElementById("queue-live-state");
     if (queue) queue.dataset.live = state;
     if (label) label.textContent = state === "connected" ? "live" : "reconnecting…";
   }
-  document.addEventListener("htmx:wsAfterMessage", function () { applyPatches(); tick(); setLive("connected"); });
+  // New rows are read out to screen readers (the #queue-announcer live region): whatever brought
+  // them, a push or a reconnect's snapshot. Rows that were already there are not announced again.
+  let rowsBefore = null;
+  function rowIds() {
+    return Array.prototype.map.call(document.querySelectorAll("#queue-items .item"), function (r) { return r.id; });
+  }
+  function announce() {
+    const announcer = document.getElementById("queue-announcer");
+    if (!announcer || rowsBefore === null) return;
+    const before = new Set(rowsBefore);
+    const added = rowIds().filter(function (id) { return !before.has(id); });
+    rowsBefore = null;
+    if (!added.length) return;
+    const first = document.getElementById(added[0]);
+    const what = first ? (first.querySelector(".action-line") || first).textContent.replace(/\s+/g, " ").trim() : "";
+    const total = document.querySelectorAll("#queue-items .item").length;
+    announcer.textContent = (added.length === 1 ? "New held action: " + what : added.length + " new held actions, first: " + what)
+      + ". " + total + " waiting.";
+  }
+  document.addEventListener("htmx:wsBeforeMessage", function () { rowsBefore = rowIds(); });
+  document.addEventListener("htmx:wsAfterMessage", function () { applyPatches(); tick(); announce(); setLive("connected"); });
   document.addEventListener("htmx:wsClose", function () { setLive("disconnected"); });
   setInterval(tick, 1000);
 })();

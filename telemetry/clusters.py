@@ -28,9 +28,10 @@ from django.utils import timezone
 from sklearn.cluster import AgglomerativeClustering
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from reviewq.models import RISKY_TAGS, GoldenTrace, Request, RequestStatus, ToolSpec
+from reviewq.models import RISKY_TAGS, DecisionBy, GoldenTrace, Request, RequestStatus, ToolSpec
 from router.contracts import Agreement, TaskType, Tier
 from router.messages import content_text
+from router.models import Adapter
 from router.openai_actions import action_from_message, action_of_answer, compare_answers, first_tool_name
 from router.prompts import task_type_of
 from router.schemas import tool_function
@@ -61,6 +62,9 @@ class Trace:
     escalated: bool | None
     human_decision: str
     cost_usd: Decimal
+    # What made the first small-model proposal: the model, or the adapter over it (its generation).
+    generation: str = ""
+    auto_released: bool = False
 
     @property
     def tool_set(self) -> list[str]:
@@ -90,6 +94,7 @@ def request_traces() -> Iterable[Trace]:
         Request.objects.filter(status__in=[RequestStatus.RELEASED, RequestStatus.DENIED])
         .annotate(
             first_answer=Subquery(first_slm.values("parsed_output")[:1]),
+            first_model=Subquery(first_slm.values("model_name")[:1]),
             was_escalated=Exists(calls.filter(escalated=True)),
             model_cost=Sum("model_calls__cost_usd"),
             human_decision=Subquery(human.values("decision")[:1]),
@@ -121,6 +126,8 @@ def request_traces() -> Iterable[Trace]:
             escalated=request.was_escalated,
             human_decision=request.human_decision or "",
             cost_usd=request.model_cost or Decimal(0),
+            generation=request.first_model or "",
+            auto_released=final is not None and (request.decision or {}).get("by") == DecisionBy.POLICY,
         )
 
 
@@ -253,3 +260,47 @@ def _candidate(cluster: TaskCluster) -> tuple[bool, str]:
         return False, f"the small model is already right on {accuracy:.0%} of first proposals"
     seen = "not measured yet" if accuracy is None else f"{accuracy:.0%}"
     return True, f"{cluster.traces} traces, low risk, small model's first proposals right: {seen}"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The traffic one adapter generation (or a base model without one) answered first."""
+
+    name: str
+    adapter: Any  # the Adapter row, or None for a base model
+    requests: int
+    escalation_rate: float | None
+    auto_release_rate: float | None
+    first_right_rate: float | None  # its first proposals against the final action
+    human_decisions: int
+    human_edit_rate: float | None
+    first_seen: Any
+
+
+def generations() -> list[Generation]:
+    """Per adapter generation, in the order they started serving: how the escalation rate, the
+    share released without a human and the first proposals' accuracy moved (the loop's proof)."""
+    by_name: dict[str, list[Trace]] = defaultdict(list)
+    for trace in request_traces():
+        if trace.generation:
+            by_name[trace.generation].append(trace)
+    adapters = {adapter.name: adapter for adapter in Adapter.objects.filter(name__in=list(by_name))}
+    rows = []
+    for name, traces in by_name.items():
+        decided = [trace for trace in traces if trace.human_decision]
+        rows.append(
+            Generation(
+                name=name,
+                adapter=adapters.get(name),
+                requests=len(traces),
+                escalation_rate=_rate([trace.escalated for trace in traces]),
+                auto_release_rate=_rate([trace.auto_released for trace in traces]),
+                first_right_rate=_rate([trace.first_correct for trace in traces]),
+                human_decisions=len(decided),
+                human_edit_rate=_rate(
+                    [trace.human_decision == GoldenTrace.Decision.EDIT for trace in decided]
+                ),
+                first_seen=min(trace.created_at for trace in traces),
+            )
+        )
+    return sorted(rows, key=lambda row: row.first_seen)

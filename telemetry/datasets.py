@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 
 from reviewq.models import DecisionBy, GoldenTrace, Request, RequestStatus
 from router.contracts import Tier
@@ -79,10 +79,33 @@ def _calls_of(action: dict[str, Any]) -> Any:
     return {key: value for key, value in action.items() if key != "id"}
 
 
-def _human_rows() -> Iterator[Row]:
-    traces = (
+def _human_traces() -> QuerySet[GoldenTrace]:
+    return (
         GoldenTrace.objects.trusted().exclude(decision=GoldenTrace.Decision.DENY).exclude(final_action=None)
     )
+
+
+def _llm_requests() -> QuerySet[Request]:
+    return Request.objects.filter(
+        status=RequestStatus.RELEASED, decision__by=DecisionBy.POLICY, decision__tier=Tier.LLM
+    ).exclude(action=None)
+
+
+def _upstream_calls() -> QuerySet[UpstreamCall]:
+    return UpstreamCall.objects.filter(answer__isnull=False, error="").exclude(would_hold=True)
+
+
+def trustworthy_traces_since(moment: Any) -> int:
+    """How many traces a dataset would take that arrived after ``moment`` (None: ever): what
+    the learning cycle waits for before it trains again."""
+    since = {} if moment is None else {"created_at__gt": moment}
+    return sum(
+        queryset.filter(**since).count() for queryset in (_human_traces(), _llm_requests(), _upstream_calls())
+    )
+
+
+def _human_rows() -> Iterator[Row]:
+    traces = _human_traces()
     for trace in traces.order_by("created_at", "id").iterator(chunk_size=500):
         context = trace.context or {}
         assert trace.final_action is not None
@@ -97,9 +120,7 @@ def _human_rows() -> Iterator[Row]:
 
 
 def _llm_rows() -> Iterator[Row]:
-    released = Request.objects.filter(
-        status=RequestStatus.RELEASED, decision__by=DecisionBy.POLICY, decision__tier=Tier.LLM
-    ).exclude(action=None)
+    released = _llm_requests()
     for request in released.order_by("created_at", "id").iterator(chunk_size=500):
         assert request.action is not None
         yield Row(
@@ -113,7 +134,7 @@ def _llm_rows() -> Iterator[Row]:
 
 
 def _upstream_rows() -> Iterator[Row]:
-    calls = UpstreamCall.objects.filter(answer__isnull=False, error="").exclude(would_hold=True)
+    calls = _upstream_calls()
     for call in calls.order_by("created_at", "id").iterator(chunk_size=500):
         assert call.answer is not None
         yield Row(

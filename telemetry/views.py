@@ -9,8 +9,10 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from reviewq.permissions import is_reviewer
-from telemetry import charts, observed, selectors
+from router.models import Adapter
+from telemetry import charts, clusters, observed, selectors
 from telemetry import metrics as prometheus
+from telemetry.models import TaskCluster
 
 
 def _refuse_outsiders(request: HttpRequest) -> None:
@@ -29,6 +31,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     data = selectors.dashboard_get(window=window)
     context = {"data": data, "charts": charts.dashboard_charts(data), "windows": list(selectors.WINDOWS)}
     return render(request, "telemetry/dashboard.html", context)
+
+
+@login_required
+def learning_dashboard(request: HttpRequest) -> HttpResponse:
+    """The learning loop's page: the task clusters, the adapters, and each adapter generation's
+    escalation rate, auto-release rate and first-proposal accuracy."""
+    _refuse_outsiders(request)
+    context = {
+        "clusters": TaskCluster.objects.all()[:200],
+        "generations": clusters.generations(),
+        "adapters": Adapter.objects.select_related("base")[:50],
+    }
+    return render(request, "telemetry/learning.html", context)
 
 
 @login_required

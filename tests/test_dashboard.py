@@ -99,6 +99,7 @@ def test_outcomes_are_counted_per_bucket(traffic: dict[str, Any]) -> None:
         "blocked": 1,
         "expired": 1,
         "failed": 0,
+        "cancelled": 0,
         "pending": 1,
     }
     assert data.requests_total == Request.objects.count() == 10

@@ -126,6 +126,7 @@ def test_the_learning_loops_admin_pages_open(live_server_url: str, learning_loop
         ("/admin/telemetry/dataset/", "1"),
         ("/admin/router/adapter/", "25% → 75% of 4"),
         ("/dashboard/observed/", "Observed LLM"),
+        ("/dashboard/learning/", "qwen-all-v1"),
     ]:
         response = page.goto(f"{live_server_url}{path}")
         assert response is not None and response.status == 200, path

@@ -183,3 +183,119 @@ def test_a_clusters_adapter_serves_that_clusters_requests_only(
 
     learning.retire(adapter, actor="ops")
     assert submit(*lookup).route["model"] == base.name
+
+
+# --- The scheduled cycle, replay against what serves now, generations ---
+
+
+@pytest.fixture
+def trained(monkeypatch: pytest.MonkeyPatch, base: ModelSpec) -> list[dict[str, Any]]:
+    """train and replay stand-ins that record their calls (real training: tests/test_training.py)."""
+    replays: list[dict[str, Any]] = []
+
+    def train(*, base: str, dataset: Any, actor: str, **_: Any) -> Adapter:
+        return candidate(ModelSpec.objects.get(name=base), f"cycle-v{dataset.version}", None)
+
+    def replay(adapter: Adapter, **_: Any) -> dict[str, Any]:
+        figures = replays.pop(0)
+        Adapter.objects.filter(id=adapter.id).update(replay_report=figures)
+        return figures
+
+    monkeypatch.setattr(learning, "train", train)
+    monkeypatch.setattr(learning, "replay", replay)
+    return replays
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cycle_waits_for_new_traces_then_trains_and_promotes_only_a_clear_allowed_win(
+    base: ModelSpec, agent: Any, reviewer: Any, trained: list[dict[str, Any]], settings: Any, tmp_path: Path
+) -> None:
+    from reviewq.models import ReviewItem
+    from reviewq.services.decisions import review_approve
+    from reviewq.services.intake import request_create
+    from tests.conftest import run_tasks_inline
+    from tests.factories import risky_body
+
+    settings.DATA_DIR = tmp_path
+    settings.LEARNING_CYCLE_BASES = [base.name]
+    settings.LEARNING_CYCLE_MIN_NEW_TRACES = 2
+    run_tasks_inline(pytest.MonkeyPatch(), "reviewq.tasks.run_pipeline")
+
+    def golden(n: int) -> None:
+        for _ in range(n):
+            request, _ = request_create(agent_key=agent[0], payload=risky_body())
+            review_approve(item_id=ReviewItem.objects.get(request=request).id, reviewer=reviewer)
+
+    golden(1)
+    [waiting] = learning.learning_cycle()
+    assert not waiting.adapter and "1 new trustworthy traces, waiting for 2" in waiting.reason
+    golden(2)
+    # Ops allowed no task: trained and replayed, never promoted by the cycle.
+    trained.append(
+        {"rows": 2, "base": {"exact": 0.2, "clusters": {}}, "candidate": {"exact": 0.9, "clusters": {}}}
+    )
+    [step] = learning.learning_cycle()
+    assert step.adapter == "cycle-v1" and not step.promoted and "automatic promotion is off" in step.reason
+    assert learning.learning_cycle()[0].reason.startswith("0 new trustworthy traces")  # nothing new since
+
+    settings.LEARNING_CYCLE_AUTO_PROMOTE_TASKS = ["*"]
+    trained.append(
+        {"rows": 2, "base": {"exact": 0.5, "clusters": {}}, "candidate": {"exact": 0.52, "clusters": {}}}
+    )
+    [small_gain] = learning.learning_cycle(force=True)
+    assert not small_gain.promoted and "gained +2%" in small_gain.reason
+    trained.append(
+        {
+            "rows": 2,
+            "base": {"exact": 0.5, "clusters": {"a": 0.5}},
+            "candidate": {"exact": 0.9, "clusters": {"a": 0.9}},
+        }
+    )
+    [win] = learning.learning_cycle(force=True)
+    assert win.promoted and Adapter.objects.get(name=win.adapter).status == "promoted"
+    assert AuditEvent.objects.filter(kind="learning.cycle").count() == 3
+
+
+def test_auto_promotion_names_tasks_ops_did_not_allow(base: ModelSpec, settings: Any) -> None:
+    from django.utils import timezone
+
+    from telemetry.models import TaskCluster
+
+    TaskCluster.objects.create(key="k1", final="get_order_details", built_at=timezone.now())
+    TaskCluster.objects.create(key="k2", final="cancel_pending_order", built_at=timezone.now())
+    adapter = candidate(base, "both", report({"k1": 0.1, "k2": 0.1}, {"k1": 0.9, "k2": 0.9}))
+    settings.LEARNING_CYCLE_AUTO_PROMOTE_TASKS = ["get_order_details"]
+    assert "did not allow: cancel_pending_order" in learning.auto_promotion_refusal(adapter)
+    settings.LEARNING_CYCLE_AUTO_PROMOTE_TASKS = ["get_order_details", "cancel_pending_order"]
+    assert learning.auto_promotion_refusal(adapter) == ""
+
+
+def test_replay_compares_with_what_serves_now(base: ModelSpec) -> None:
+    first = learning.promote(candidate(base, "first", report({"a": 0.5}, {"a": 0.9})), actor="ops")
+    second = candidate(base, "second", None)
+    assert learning.served_now(second) == ("first", first.path)
+    learning.rollback(base.name, actor="ops")
+    assert learning.served_now(second) == (base.name, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_adapter_generation_gets_its_own_figures(
+    base: ModelSpec, agent: Any, monkeypatch: pytest.MonkeyPatch, client: Any, reviewer: Any
+) -> None:
+    from reviewq.services.intake import request_create
+    from telemetry.clusters import generations
+    from tests.conftest import run_tasks_inline
+    from tests.factories import read_body
+
+    run_tasks_inline(monkeypatch, "reviewq.tasks.run_pipeline")
+    ModelSpec.objects.filter(tier="slm").exclude(id=base.id).update(enabled=False)
+    request_create(agent_key=agent[0], payload=read_body())
+    learning.promote(candidate(base, "gen-1", report({"a": 0.5}, {"a": 0.9}), threshold=None), actor="ops")
+    for _ in range(2):
+        request_create(agent_key=agent[0], payload=read_body())
+    rows = {row.name: row for row in generations()}
+    assert (rows[base.name].requests, rows["gen-1"].requests) == (1, 2)
+    assert rows["gen-1"].adapter.status == "promoted" and rows["gen-1"].auto_release_rate == 1.0
+    client.force_login(reviewer)
+    page = client.get("/dashboard/learning/").content.decode()
+    assert "gen-1" in page and "adapter, promoted" in page

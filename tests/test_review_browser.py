@@ -87,6 +87,7 @@ def test_a_reviewer_edits_and_approves_a_live_item(
     page.fill("#call-0-amount", "900")
     page.click("#save-edit")
     assert "900 is greater than the maximum of 500" in page.locator("#edit-error").inner_text()
+    assert page.locator("#call-0-amount").input_value() == "900"  # the typed value stays
     assert ReviewItem.objects.get(id=item.id).status == "pending"
 
     page.fill("#call-0-amount", "120.5")

@@ -44,6 +44,8 @@ class Configuration:
     shadow_adapters: Mapping[int, tuple[Adapter, ...]] = field(default_factory=dict)
     # Promoted adapters of one task cluster, by model id, with the cluster's tool set.
     cluster_adapters: Mapping[int, tuple[tuple[frozenset[str], Adapter], ...]] = field(default_factory=dict)
+    # The promoted adapter over all of a model's traffic (its ``adapter_path``), by model id.
+    base_adapters: Mapping[int, Adapter] = field(default_factory=dict)
 
     def adapter_for(self, model: ModelSpec, tool_names: Iterable[str]) -> Adapter | None:
         """The promoted adapter of ``model`` for the cluster that offers exactly these tools."""
@@ -102,6 +104,10 @@ def _read(stamp: str | None) -> Configuration:
         models=tuple(ModelSpec.objects.filter(enabled=True)),
         shadow_adapters=_shadows(),
         cluster_adapters=_cluster_adapters(),
+        base_adapters={
+            adapter.base_id: adapter
+            for adapter in Adapter.objects.filter(status=Adapter.Status.PROMOTED, cluster="")
+        },
     )
 
 

@@ -100,6 +100,14 @@ def rungs_for(task: TaskSpec, prompt: Prompt, tier: str, configuration: Configur
                 adapter_threshold=adapter.calibrated_threshold,
                 reason=f"{route.reason}; adapter {adapter.name} for its task cluster",
             )
+        elif route.model.id in configuration.base_adapters and route.model.adapter_path:
+            # Its promoted adapter over all its traffic: loaded with the model (its adapter_path);
+            # named, so that each answer is logged under the adapter generation that gave it.
+            route = replace(
+                route,
+                adapter_name=configuration.base_adapters[route.model.id].name,
+                adapter_threshold=route.model.uncertainty_threshold,
+            )
         served.append(route)
     return served
 

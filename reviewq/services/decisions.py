@@ -118,7 +118,7 @@ def review_edit(*, item_id: int, reviewer: User, tool_calls: list[dict[str, Any]
                 raise ApplicationError(
                     "invalid_edit",
                     f"tool call {index}: " + "; ".join(str(issue) for issue in issues),
-                    extra={"errors": [issue.as_dict() for issue in issues]},
+                    extra={"errors": [issue.as_dict() for issue in issues], "call_index": index},
                 )
         action = tool_calls_action(tool_calls)
         if item.action_under_review:

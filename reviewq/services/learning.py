@@ -1,14 +1,19 @@
-"""The learning loop's steps after the dataset: train an adapter, replay it, promote, roll back.
+"""The learning loop's steps after the dataset: train an adapter, replay it, promote, roll back,
+and the cycle that repeats them.
 
 - ``train``: a LoRA adapter for a small model's GGUF base from a dataset's train split (one
   cluster's rows, or all), stored under DATA_DIR/adapters/ as a candidate (router/training.py).
-- ``replay``: the candidate in llama.cpp, the runtime that will serve it, beside the base on the
-  dataset's replay rows (never trained on): exact match of tool and arguments, schema-valid and
-  validator pass rates, per-cluster accuracy, latency, and how well its uncertainty separates
-  right from wrong (AUROC, ECE, the threshold that keeps released precision at the target).
-- ``promote``: refused when the candidate is worse than the base on any cluster of the replay,
-  unless ops override with a reason; then the router serves base + adapter with the calibrated
-  threshold as the rung's uncertainty fallback. ``rollback`` restores what promotion replaced.
+- ``replay``: the candidate in llama.cpp, the runtime that will serve it, beside the model as it
+  serves today (its promoted adapter, if any) on the dataset's replay rows (never trained on):
+  exact match of tool and arguments, schema-valid and validator pass rates, per-cluster
+  accuracy, latency, and how well its uncertainty separates right from wrong (AUROC, ECE, the
+  threshold that keeps released precision at the target).
+- ``promote``: refused when the candidate is worse than what serves now on any cluster of the
+  replay, unless ops override with a reason; then the router serves base + adapter with the
+  calibrated threshold as the rung's uncertainty fallback. ``rollback`` restores what promotion
+  replaced.
+- ``learning_cycle``: when enough new trustworthy traces arrived, a fresh dataset, a trained and
+  replayed candidate, promoted on a clear win where ops allow it (scheduled, off by default).
 Every change is in the audit log.
 """
 
@@ -18,6 +23,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +39,14 @@ from router import calibration
 from router.answers import parse_answer
 from router.backends.base import BackendError
 from router.backends.registry import get_adapter_backend
-from router.contracts import Agreement, TaskType
+from router.contracts import Agreement, TaskType, Tier
 from router.model_files import resolve_model_path
 from router.models import Adapter, ModelSpec
 from router.openai_actions import action_from_message, action_of_answer, compare_answers
 from router.prompts import TaskSpec, build_prompt
 from router.training import TrainingConfig, read_rows, train_adapter
-from telemetry.datasets import DatasetOptions, build_dataset
-from telemetry.models import Dataset, ModelCall
+from telemetry.datasets import DatasetOptions, build_dataset, trustworthy_traces_since
+from telemetry.models import Dataset, ModelCall, TaskCluster
 from telemetry.services import model_call_record
 
 SCHEMA_VALIDATORS = frozenset({"json", "schema"})
@@ -176,11 +182,19 @@ def replay(adapter: Adapter, *, limit: int | None = None, actor: str = "system")
     path = resolve_model_path(adapter.base.model_path)
     context = adapter.base.context_size
     precision = settings.ADAPTER_RELEASE_PRECISION
-    base = summarise(evaluate(LlamaCppBackend(path, n_ctx=context), rows), precision)
+    served_by, served_lora = served_now(adapter)
+    base = summarise(evaluate(LlamaCppBackend(path, n_ctx=context, lora_path=served_lora), rows), precision)
     candidate = summarise(
         evaluate(LlamaCppBackend(path, n_ctx=context, lora_path=adapter.path), rows), precision
     )
-    report = {"rows": len(rows), "precision_target": precision, "base": base, "candidate": candidate}
+    # "base" is the model as it serves these rows today: its promoted adapter when it has one.
+    report = {
+        "rows": len(rows),
+        "precision_target": precision,
+        "served_by": served_by,
+        "base": base,
+        "candidate": candidate,
+    }
     Adapter.objects.filter(id=adapter.id).update(
         replay_report=report, calibrated_threshold=candidate["threshold"]
     )
@@ -188,8 +202,19 @@ def replay(adapter: Adapter, *, limit: int | None = None, actor: str = "system")
     return report
 
 
+def served_now(adapter: Adapter) -> tuple[str, str | None]:
+    """What answers ``adapter``'s traffic today, beside which it is replayed: the promoted adapter
+    of its cluster, else the one over all its base's traffic, else the bare base. (name, LoRA path)."""
+    promoted = Adapter.objects.filter(base_id=adapter.base_id, status=Adapter.Status.PROMOTED)
+    current = promoted.filter(cluster=adapter.cluster).first() if adapter.cluster else None
+    current = current or promoted.filter(cluster="").first()
+    if current is None or current.id == adapter.id:
+        return adapter.base.name, None
+    return current.name, current.path
+
+
 def worse_clusters(report: dict[str, Any]) -> list[str]:
-    """The replay's clusters where the candidate is less often exact than the base."""
+    """The replay's clusters where the candidate is less often exact than what serves now."""
     base, candidate = report["base"]["clusters"], report["candidate"]["clusters"]
     return sorted(key for key, accuracy in candidate.items() if accuracy < base.get(key, 0.0))
 
@@ -204,9 +229,11 @@ def promote(adapter: Adapter, *, actor: str, override_reason: str = "") -> Adapt
         )
     worse = worse_clusters(adapter.replay_report)
     if worse and not override_reason.strip():
+        served_by = adapter.replay_report.get("served_by") or adapter.base.name
+        than = "the base" if served_by == adapter.base.name else f"{served_by}, which serves now,"
         raise ApplicationError(
             "worse_than_base",
-            f"the candidate is worse than the base on {len(worse)} cluster(s): "
+            f"the candidate is worse than {than} on {len(worse)} cluster(s): "
             f"{', '.join(k[:12] for k in worse)}; "
             "promote with a reason to override",
             status=409,
@@ -308,6 +335,81 @@ def train_and_replay(*, base: str, cluster: str = "", actor: str = "system") -> 
     if dataset.replay_rows:
         replay(adapter, actor=actor)
     return adapter.name
+
+
+@dataclass(frozen=True)
+class CycleStep:
+    """What one learning cycle did for one base model, and why."""
+
+    base: str
+    adapter: str = ""
+    promoted: bool = False
+    reason: str = ""
+
+
+def cycle_bases() -> list[str]:
+    """The models the cycle trains for: LEARNING_CYCLE_BASES, else the cheapest small llama.cpp
+    model that serves tool use."""
+    if settings.LEARNING_CYCLE_BASES:
+        return list(settings.LEARNING_CYCLE_BASES)
+    small = ModelSpec.objects.filter(
+        enabled=True, tier=Tier.SLM, backend=ModelSpec.Backend.LLAMA_CPP
+    ).order_by("price_input_per_mtok", "price_output_per_mtok", "name")
+    cheapest = next((spec for spec in small if TaskType.TOOL_USE in (spec.strengths or [])), None)
+    return [cheapest.name] if cheapest else []
+
+
+def auto_promotion_refusal(adapter: Adapter) -> str:
+    """Why the cycle may not promote ``adapter`` by itself ("" when it may): the tasks it would
+    serve are not all ones ops allowed, or its replay is no clear win over what serves now."""
+    report = adapter.replay_report
+    if report is None:
+        return "not replayed"
+    allowed = set(settings.LEARNING_CYCLE_AUTO_PROMOTE_TASKS)
+    if not allowed:
+        return "automatic promotion is off (LEARNING_CYCLE_AUTO_PROMOTE_TASKS)"
+    if "*" not in allowed:
+        finals = dict(TaskCluster.objects.values_list("key", "final"))
+        tasks = {finals.get(key, "unclustered") for key in report["candidate"]["clusters"]}
+        if not tasks <= allowed:
+            return f"it would serve tasks ops did not allow: {', '.join(sorted(tasks - allowed))}"
+    worse = worse_clusters(report)
+    if worse:
+        return f"worse than what serves now on {len(worse)} cluster(s)"
+    gain = report["candidate"]["exact"] - report["base"]["exact"]
+    if gain < settings.LEARNING_CYCLE_MIN_GAIN:
+        return f"exact on replay gained {gain:+.0%}, less than {settings.LEARNING_CYCLE_MIN_GAIN:.0%}"
+    return ""
+
+
+def learning_cycle(*, force: bool = False, actor: str = "learning-cycle") -> list[CycleStep]:
+    """One turn of the loop for each base: when enough trustworthy traces arrived since the last
+    dataset (or ``force``), a new dataset, an adapter trained and replayed, and promotion where
+    ``auto_promotion_refusal`` finds nothing against it. Runs on the training queue."""
+    last = Dataset.objects.order_by("-created_at").values_list("created_at", flat=True).first()
+    new = trustworthy_traces_since(last)
+    if not force and new < settings.LEARNING_CYCLE_MIN_NEW_TRACES:
+        reason = f"{new} new trustworthy traces, waiting for {settings.LEARNING_CYCLE_MIN_NEW_TRACES}"
+        return [CycleStep(base=base, reason=reason) for base in cycle_bases()]
+    steps = []
+    dataset = build_dataset(DatasetOptions())
+    for base in cycle_bases():
+        try:
+            adapter = train(base=base, dataset=dataset, actor=actor)
+            if dataset.replay_rows:
+                replay(adapter, actor=actor)
+                adapter.refresh_from_db()
+        except ApplicationError as exc:
+            steps.append(CycleStep(base=base, reason=exc.message))
+            continue
+        refusal = auto_promotion_refusal(adapter)
+        if not refusal:
+            promote(adapter, actor=actor)
+        steps.append(
+            CycleStep(base=base, adapter=adapter.name, promoted=not refusal, reason=refusal or "a clear win")
+        )
+    audit.record(kind="learning.cycle", actor=actor, dataset=dataset.version, steps=[vars(s) for s in steps])
+    return steps
 
 
 def shadow(adapter: Adapter, *, actor: str) -> Adapter:
