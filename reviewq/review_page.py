@@ -319,7 +319,7 @@ def internal_ids(item: ReviewItem) -> list[Fact]:
 
 # What an item's status says on its page once it is no longer pending; any other status is shown
 # as it is written (a status added later reads plainly rather than breaking the page).
-STATUS_TEXT = {
+STATUS_TEXT: dict[str, str] = {
     ReviewItem.Status.APPROVED: "Approved",
     ReviewItem.Status.EDITED: "Released with an edit",
     ReviewItem.Status.DENIED: "Denied",
