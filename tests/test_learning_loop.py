@@ -208,7 +208,13 @@ def trained(monkeypatch: pytest.MonkeyPatch, base: ModelSpec) -> list[dict[str, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_cycle_waits_for_new_traces_then_trains_and_promotes_only_a_clear_allowed_win(
-    base: ModelSpec, agent: Any, reviewer: Any, trained: list[dict[str, Any]], settings: Any, tmp_path: Path
+    base: ModelSpec,
+    agent: Any,
+    reviewer: Any,
+    trained: list[dict[str, Any]],
+    settings: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from reviewq.models import ReviewItem
     from reviewq.services.decisions import review_approve
@@ -219,7 +225,7 @@ def test_the_cycle_waits_for_new_traces_then_trains_and_promotes_only_a_clear_al
     settings.DATA_DIR = tmp_path
     settings.LEARNING_CYCLE_BASES = [base.name]
     settings.LEARNING_CYCLE_MIN_NEW_TRACES = 2
-    run_tasks_inline(pytest.MonkeyPatch(), "reviewq.tasks.run_pipeline")
+    run_tasks_inline(monkeypatch, "reviewq.tasks.run_pipeline")
 
     def golden(n: int) -> None:
         for _ in range(n):
