@@ -8,9 +8,10 @@ Sources, each row the conversation followed by the action that should have come 
 The small model's own auto-released answers are not a source: training on them teaches it nothing.
 
 Rows are deduplicated by content, PII-redacted by default (telemetry/redaction.py, one
-placeholder per value across the dataset) and split by time: the latest ``replay_share`` of
-traces go to the replay set, and a trace any earlier dataset held out stays held out, so no
-adapter ever trains on a row it will be judged on. The same data and filters give the same rows
+placeholder per value across the dataset) and split by time: a trace any earlier dataset held
+out stays held out, so no adapter ever trains on a row it will be judged on, and the newest of
+the other traces top the replay set up to ``replay_share`` of all rows (so new traffic mostly
+trains: the train set grows from one dataset to the next). The same data and filters give the same rows
 and hash.
 """
 
@@ -189,8 +190,13 @@ def build_dataset(options: DatasetOptions) -> Dataset:
     held_out = set(
         ReplayTrace.objects.filter(trace__in=[row.trace for row in unique]).values_list("trace", flat=True)
     )
-    newest = math.ceil(len(unique) * options.replay_share) if unique else 0
-    newest_traces = {row.trace for row in unique[len(unique) - newest :]} if newest else set()
+    # The replay set is topped up to its share with the newest rows not held out yet. Rows held
+    # out before stay held out; the share is of all rows, not a fresh cut of the newest, so the
+    # rows that arrived since the last dataset mostly go to training and the train set grows.
+    wanted = math.ceil(len(unique) * options.replay_share) if unique else 0
+    candidates = [row for row in unique if row.trace not in held_out]
+    top_up = max(0, wanted - len(held_out))
+    newest_traces = {row.trace for row in candidates[len(candidates) - top_up :]} if top_up else set()
     replay = [row for row in unique if row.trace in held_out or row.trace in newest_traces]
     train = [row for row in unique if row.trace not in held_out and row.trace not in newest_traces]
 

@@ -109,6 +109,20 @@ def test_replay_rows_are_never_trained_on_by_a_later_dataset(agent: Any, reviewe
     assert third.sha256 == second.sha256 and third.version == 3
 
 
+def test_new_traffic_mostly_trains_so_the_train_set_grows(agent: Any) -> None:
+    for order in range(3000001, 3000011):
+        upstream(f"Get order details for order_id=#W{order}", f"#W{order}")
+    first = build_dataset(DatasetOptions(replay_share=0.2))
+    assert (first.train_rows, first.replay_rows) == (8, 2)
+    for order in range(3000011, 3000016):
+        upstream(f"Get order details for order_id=#W{order}", f"#W{order}")
+    second = build_dataset(DatasetOptions(replay_share=0.2))
+    # 15 rows, 3 of them held out: the 2 held out before and the newest one.
+    assert (second.train_rows, second.replay_rows) == (12, 3)
+    replay = {row["meta"]["trace"] for row in lines(second, "replay")}
+    assert {row["meta"]["trace"] for row in lines(first, "replay")} <= replay
+
+
 def test_a_dataset_can_keep_pii_when_asked_and_filter_sources(agent: Any, reviewer: Any) -> None:
     upstream("I am jane.doe@example.com, get order_id=#W2000003", "#W2000003")
     review_approve(item_id=held(agent, "#W1000001").id, reviewer=reviewer)
