@@ -479,5 +479,6 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "model_threads": settings.MODEL_THREADS,
         "load_average": os.getloadavg(),
-        "bfcl_data": str(data_dir()),
+        # Benches that read no BFCL data (the learning loop) run without bfcl-eval installed.
+        "bfcl_data": str(data_dir()) if importlib.util.find_spec("bfcl_eval") else None,
     }
