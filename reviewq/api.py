@@ -8,7 +8,7 @@ from ninja import Header, Query, Router, Status
 from ninja.security import HttpBearer
 
 from reviewq import selectors
-from reviewq.models import AgentKey, Request
+from reviewq.models import AgentKey, Request, RequestStatus
 from reviewq.schemas import CancelIn, ErrorOut, RequestIn, RequestOut, WaitQuery
 from reviewq.services.agent_keys import agent_key_authenticate, agent_key_recently_authenticated
 from reviewq.services.cancellation import request_cancel
@@ -52,14 +52,16 @@ async def create_request(
 async def get_request(request: HttpRequest, request_id: str, query: Query[WaitQuery]) -> Request:
     """The request's status, and once released its action and who released it.
 
-    With ``wait_ms`` the answer comes once the request is final, or after ``wait_ms`` as it stands
-    (a long poll)."""
+    With ``wait_ms`` the answer comes once the request is final (``until=held``: or awaits a
+    reviewer), or after ``wait_ms`` as it stands (a long poll)."""
     agent_key = _agent_key(request)
     current = await sync_to_async(selectors.request_get_for_agent)(agent_key=agent_key, request_id=request_id)
-    if not query.wait_ms or current.is_final:
+    until_held = query.until == "held"
+    held = until_held and current.status == RequestStatus.AWAITING_REVIEW
+    if not query.wait_ms or current.is_final or held:
         return current
     return await selectors.request_wait_final(
-        agent_key=agent_key, request_id=current.id, wait_ms=query.wait_ms
+        agent_key=agent_key, request_id=current.id, wait_ms=query.wait_ms, until_held=until_held
     )
 
 

@@ -159,6 +159,9 @@ class RequestIn(Schema):
 
 class WaitQuery(Schema):
     wait_ms: int = Field(default=0, ge=0, description="Wait up to this long for a final answer (long poll).")
+    until: Literal["final", "held"] = Field(
+        default="final", description="held: answer as soon as the request awaits a reviewer, or is final"
+    )
 
     _bounded = field_validator("wait_ms")(_wait_is_bounded)
 

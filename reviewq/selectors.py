@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 
 from reviewq import untrusted
 from reviewq.errors import ApplicationError
-from reviewq.models import FINAL_STATUSES, AgentKey, Request, ReviewItem
+from reviewq.models import FINAL_STATUSES, AgentKey, Request, RequestStatus, ReviewItem
 from reviewq.notify import finality
 
 # How often a waiter re-reads its request without an announcement (one lost in transit).
@@ -32,8 +32,11 @@ def request_get_for_agent(*, agent_key: AgentKey, request_id: str) -> Request:
     return request
 
 
-async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: int) -> Request:
-    """The request once it is final, or as it stands after ``wait_ms``.
+async def request_wait_final(
+    *, agent_key: AgentKey, request_id: Any, wait_ms: int, until_held: bool = False
+) -> Request:
+    """The request once it is final (with ``until_held``: or awaiting review), or as it stands
+    after ``wait_ms``.
 
     Waits for the announcement that the request is final (reviewq.notify.finality), then reads the
     row, the source of truth; a slow re-read covers an announcement that never arrives. Called
@@ -52,6 +55,8 @@ async def request_wait_final(*, agent_key: AgentKey, request_id: Any, wait_ms: i
             if request is None:
                 raise ApplicationError("not_found", f"no request {request_id} for this key", status=404)
             if request.status in FINAL_STATUSES or time.monotonic() >= deadline:
+                return request
+            if until_held and request.status == RequestStatus.AWAITING_REVIEW:
                 return request
 
 

@@ -127,3 +127,22 @@ def test_get_without_wait_answers_at_once_and_wait_is_bounded(
     assert (
         client.get(f"/api/v1/requests/{released['id']}?wait_ms=5000", **auth).json()["status"] == "released"
     )
+
+
+def test_get_until_held_answers_once_a_reviewer_has_it(
+    client: Client, agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, key = agent
+    monkeypatch.setattr("reviewq.services.intake.later", lambda *args: None)  # picked up late, below
+    request_id = post_request(client, key, risky_body()).json()["id"]
+    auth: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    timer = threading.Timer(0.5, lambda: run_pipeline(request_id))
+    timer.start()
+    started = time.monotonic()
+    response = client.get(f"/api/v1/requests/{request_id}?wait_ms=10000&until=held", **auth)
+    timer.join()
+    assert response.status_code == 200 and response.json()["status"] == "awaiting_review"
+    assert time.monotonic() - started < 8
+    # Held already: answered at once; an unknown 'until' is a 422.
+    assert client.get(f"/api/v1/requests/{request_id}?wait_ms=10000&until=held", **auth).status_code == 200
+    assert client.get(f"/api/v1/requests/{request_id}?until=soon", **auth).status_code == 422

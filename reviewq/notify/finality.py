@@ -1,4 +1,5 @@
-"""Wakes the API calls waiting (``wait_ms``) for a request to reach a final state.
+"""Wakes the API calls waiting (``wait_ms``) for a request to reach a final state (or to be
+held for review, for a wait ``until=held``).
 
 The database stays the source of truth: a woken waiter re-reads the row, and every waiter also
 re-reads it on a slow timer in case a wake-up is lost. Announcements are sent after commit, so a
@@ -42,7 +43,7 @@ RECENT_SIZE = 4096
 
 
 def announce_on_commit(request_id: Any) -> None:
-    """Announce that ``request_id`` is final once the current transaction commits."""
+    """Announce that ``request_id`` is final (or held) once the current transaction commits."""
     request_id = str(request_id)
     transaction.on_commit(lambda: announce(request_id))
 

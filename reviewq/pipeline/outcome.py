@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from reviewq import audit
 from reviewq.models import DecisionBy, Request, RequestStatus, ReviewItem, RiskPolicy
-from reviewq.notify import alerts, push
+from reviewq.notify import alerts, finality, push
 from reviewq.notify.finish import finish_request
 from reviewq.pipeline.adjudication import adjudicate
 from reviewq.pipeline.ladder import Outcome
@@ -150,6 +150,7 @@ def hold(
             expires_at=now + timedelta(seconds=expiry),
         )
         audit.record(kind="hold", actor="system", request_id=request.id, item_id=item.id, reason=reason)
+        finality.announce_on_commit(request.id)  # wakes agents waiting until it is held (?until=held)
         transaction.on_commit(lambda: push.push_item_upserted(item))
         transaction.on_commit(lambda: alerts.page_if_nobody_watching(item.id))
     logger.info("request %s held for review: %s", request.id, reason)

@@ -224,9 +224,10 @@ class ReviewqClient(_Base):
             timeout=self._long_poll_timeout(wait_ms),
         )
 
-    def get(self, request_id: str, *, wait_ms: int = 0) -> Outcome:
-        """``GET /requests/{id}``; with ``wait_ms``, answered once final or after that long."""
-        params = {"wait_ms": wait_ms} if wait_ms else None
+    def get(self, request_id: str, *, wait_ms: int = 0, until: str = "final") -> Outcome:
+        """``GET /requests/{id}``; with ``wait_ms``, answered once final (``until="held"``: or
+        awaiting a reviewer) or after that long."""
+        params: dict[str, Any] | None = {"wait_ms": wait_ms, "until": until} if wait_ms else None
         return self._send(
             "GET", f"/requests/{request_id}", params=params, timeout=self._long_poll_timeout(wait_ms)
         )
@@ -257,16 +258,19 @@ class ReviewqClient(_Base):
             time.sleep(pause)
 
     def wait_routed(self, request_id: str, timeout_s: float = 10.0) -> Outcome:
-        """The outcome once reviewq has routed the request: final, or awaiting a reviewer (a long
-        poll would wait on for the reviewer). As it stands after ``timeout_s``."""
+        """The outcome once reviewq has routed the request: final, or awaiting a reviewer
+        (long-polls ``until=held``). As it stands after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         pause = ROUTE_POLL_START_S
         while True:
-            outcome = self.get(request_id)
+            asked_ms = self._next_wait_ms(deadline)
+            started = time.monotonic()
+            outcome = self.get(request_id, wait_ms=asked_ms, until="held")
             if outcome.routed or time.monotonic() + pause > deadline:
                 return outcome
-            time.sleep(pause)
-            pause = min(pause * 2, ROUTE_POLL_MAX_S)
+            if time.monotonic() - started < asked_ms / 2000:  # a server that does not long-poll
+                time.sleep(pause)
+                pause = min(pause * 2, ROUTE_POLL_MAX_S)
 
     def cancel(self, request_id: str, reason: str = "") -> Outcome:
         """``POST /requests/{id}/cancel``: withdraw it (AlreadyFinal if it was decided first)."""
@@ -374,9 +378,9 @@ class AsyncReviewqClient(_Base):
             timeout=self._long_poll_timeout(wait_ms),
         )
 
-    async def get(self, request_id: str, *, wait_ms: int = 0) -> Outcome:
+    async def get(self, request_id: str, *, wait_ms: int = 0, until: str = "final") -> Outcome:
         """See ``ReviewqClient.get``."""
-        params = {"wait_ms": wait_ms} if wait_ms else None
+        params: dict[str, Any] | None = {"wait_ms": wait_ms, "until": until} if wait_ms else None
         return await self._send(
             "GET", f"/requests/{request_id}", params=params, timeout=self._long_poll_timeout(wait_ms)
         )
@@ -407,11 +411,14 @@ class AsyncReviewqClient(_Base):
         deadline = time.monotonic() + timeout_s
         pause = ROUTE_POLL_START_S
         while True:
-            outcome = await self.get(request_id)
+            asked_ms = self._next_wait_ms(deadline)
+            started = time.monotonic()
+            outcome = await self.get(request_id, wait_ms=asked_ms, until="held")
             if outcome.routed or time.monotonic() + pause > deadline:
                 return outcome
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, ROUTE_POLL_MAX_S)
+            if time.monotonic() - started < asked_ms / 2000:  # a server that does not long-poll
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, ROUTE_POLL_MAX_S)
 
     async def cancel(self, request_id: str, reason: str = "") -> Outcome:
         """See ``ReviewqClient.cancel``."""
