@@ -99,6 +99,12 @@ def _alt_score(uncertainty: dict[str, Any] | None) -> float | None:
     return None if not uncertainty else 1.0 - math.exp(uncertainty["mean_logprob"])
 
 
+def _margin_score(uncertainty: dict[str, Any] | None) -> float | None:
+    """exp(-min margin): near 1 when some decision token barely beat its runner-up."""
+    margin = (uncertainty or {}).get("min_margin")
+    return None if margin is None else math.exp(-margin)
+
+
 def measure(harness: bc.Harness, question: bc.Question) -> dict[str, Any]:
     """Runs ``question`` through the pipeline and reads back what happened."""
     from telemetry.models import ModelCall
@@ -142,6 +148,7 @@ def measure(harness: bc.Harness, question: bc.Question) -> dict[str, Any]:
             "match": matches(accepted.parsed_output),
             "score": accepted.uncertainty["score"] if accepted.uncertainty else None,
             "alt_score": _alt_score(accepted.uncertainty),
+            "margin_score": _margin_score(accepted.uncertainty),
         },
         "final_match": bc.answer_matches(bc.calls_of_action(request.proposal, question.names), question)
         if relevant
@@ -300,7 +307,11 @@ def print_report(summaries: dict[str, dict[str, Any]], rows: list[dict[str, Any]
         )
 
     tables = {}
-    for key, label in (("score", "product score 1-exp(min lp)"), ("alt_score", "alternative 1-exp(mean lp)")):
+    for key, label in (
+        ("score", "product score 1-exp(min lp)"),
+        ("alt_score", "alternative 1-exp(mean lp)"),
+        ("margin_score", "alternative exp(-min margin to the runner-up)"),
+    ):
         tables[key] = threshold_table(rows, args.thresholds, key)
         area = auroc(rows, key)
         print()
@@ -422,7 +433,7 @@ def main() -> None:
             "environment": bc.environment(),
             "summaries": summaries,
             "thresholds": tables,
-            "auroc": {key: auroc(rows, key) for key in ("score", "alt_score")},
+            "auroc": {key: auroc(rows, key) for key in ("score", "alt_score", "margin_score")},
             "questions": rows,
         },
     )

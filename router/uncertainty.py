@@ -22,6 +22,9 @@ class Uncertainty:
     mean_logprob: float
     score: float
     tokens: int
+    # The smallest margin of a decision token over its runner-up (log-probability); None where
+    # the backend does not report it. A measured alternative signal (bench/bfcl.py), not the score.
+    min_margin: float | None = None
 
     @property
     def confidence(self) -> float:
@@ -36,9 +39,10 @@ class Uncertainty:
         return threshold is not None and self.score > threshold
 
 
-def uncertainty_of(logprobs: Sequence[float]) -> Uncertainty | None:
-    """The uncertainty of an answer whose decision tokens had these log-probabilities; None
-    when the backend reported none (the Anthropic API gives no log-probabilities)."""
+def uncertainty_of(logprobs: Sequence[float], margins: Sequence[float] = ()) -> Uncertainty | None:
+    """The uncertainty of an answer whose decision tokens had these log-probabilities (and
+    margins over their runners-up); None when the backend reported none (the Anthropic API
+    gives no log-probabilities)."""
     if not logprobs:
         return None
     minimum = min(logprobs)
@@ -47,4 +51,5 @@ def uncertainty_of(logprobs: Sequence[float]) -> Uncertainty | None:
         mean_logprob=sum(logprobs) / len(logprobs),
         score=1.0 - math.exp(minimum),
         tokens=len(logprobs),
+        min_margin=min(margins) if margins else None,
     )

@@ -175,6 +175,8 @@ def test_the_pipeline_runs_the_default_rungs_end_to_end(agent: Any) -> None:
         # The grammar makes every answer parse and fit a tool's schema; only grounding may object.
         assert {issue["validator"] for issue in call.validation_errors} <= {"grounding", "business_rule"}
         assert call.tokens_in > 0 and call.latency_ms > 0 and call.uncertainty is not None
+        # Each decision token's margin over its runner-up is recorded beside its log-probability.
+        assert call.uncertainty["min_margin"] is not None and call.uncertainty["min_margin"] >= 0
     assert request.status == RequestStatus.RELEASED
     assert request.action is not None and request.action["tool_calls"][0]["name"] == "get_order_details"
 

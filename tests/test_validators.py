@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from router.pii import find_pii, iban_valid, luhn_valid
+from router.uncertainty import uncertainty_of
 from router.validators import (
     REPETITION,
     issues_as_feedback,
@@ -257,3 +259,12 @@ def test_only_an_answer_that_may_be_a_reply_is_checked_for_repetition() -> None:
     assert action is None and [issue.validator for issue in issues] == [REPETITION]
     _, reply, _ = parse_answer(auto, '{"content": "It was delivered."}')
     assert reply is not None and reply["type"] == "respond"
+
+
+def test_uncertainty_keeps_the_smallest_margin_beside_the_score() -> None:
+    figures = uncertainty_of([-0.1, -0.7], [2.5, 0.3])
+    assert figures is not None and figures.min_margin == 0.3
+    assert figures.score == pytest.approx(1 - math.exp(-0.7))
+    without = uncertainty_of([-0.1])
+    assert without is not None and without.min_margin is None
+    assert uncertainty_of([]) is None

@@ -53,11 +53,14 @@ class Generation:
     # each over the alternatives the grammar allowed there.
     decision_logprobs: list[float] = field(default_factory=list)
     prompt_text: str = ""
+    # For the same tokens (where the backend knows it): how far the chosen token's
+    # log-probability was above the runner-up's.
+    decision_margins: list[float] = field(default_factory=list)
 
     @cached_property
     def uncertainty(self) -> Uncertainty | None:
         """How unsure the model was (None without log-probabilities); computed once per answer."""
-        return uncertainty_of(self.decision_logprobs)
+        return uncertainty_of(self.decision_logprobs, self.decision_margins)
 
 
 class BackendError(Exception):

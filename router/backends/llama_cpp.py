@@ -169,7 +169,7 @@ class LlamaCppBackend:
                 reused, evaluated = self._prefill(tokens, len(prefix), len(prefix) + len(conversation))
                 prefilled = time.perf_counter()
                 copy_source = _copy_source(prompt)
-                text, generated, logprobs = self._decode(grammar, prompt.max_tokens, copy_source)
+                text, generated, logprobs, margins = self._decode(grammar, prompt.max_tokens, copy_source)
                 n_out = len(generated)
             except BackendError:
                 raise
@@ -196,6 +196,7 @@ class LlamaCppBackend:
                 tokens_out=n_out,
                 latency_ms=(finished - started) * 1000,
                 decision_logprobs=logprobs,
+                decision_margins=margins,
                 prompt_text=prefix_text + conversation_text + tail_text,
             )
 
@@ -357,7 +358,7 @@ class LlamaCppBackend:
 
     def _decode(
         self, grammar: Grammar, budget: int, copy_source: str = ""
-    ) -> tuple[str, list[int], list[float]]:
+    ) -> tuple[str, list[int], list[float], list[float]]:
         """Greedy decoding under the grammar, with drafts of the text that is likely next.
 
         A draft (see ``_draft``: earlier answers, the text the schema forces, a value being
@@ -373,17 +374,20 @@ class LlamaCppBackend:
         out = bytearray()
         # (byte start, byte end, logprob) of every token; None where the grammar left no choice.
         spans: list[tuple[int, int, float | None]] = []
+        # (byte start, byte end, margin to the runner-up) of every token, alike.
+        margins: list[tuple[int, int, float | None]] = []
         generated: list[int] = []
         draft: list[int] = []  # evaluated draft tokens not yet confirmed by the model
         index = -1  # where the logits for the next token are in the last batch
         while len(spans) < budget:
-            token, logprob = self._greedy(grammar, index)
+            token, logprob, margin = self._greedy(grammar, index)
             if token < 0 or self._lib.llama_vocab_is_eog(self._vocab, token):
                 break  # no way forward under the grammar, or the model is done
             grammar.accept(token)
             generated.append(token)
             piece = self._piece(token)
             spans.append((len(out), len(out) + len(piece), logprob))
+            margins.append((len(out), len(out) + len(piece), margin))
             out += piece
             if b"}" in piece and _complete_json(out):
                 grammar.remember(generated)
@@ -404,10 +408,11 @@ class LlamaCppBackend:
             self._batches += 1
             index = -1
         text = out.decode("utf-8", errors="replace")
-        return text, generated, chosen_token_logprobs(text, spans)
+        return text, generated, chosen_token_logprobs(text, spans), chosen_token_logprobs(text, margins)
 
-    def _greedy(self, grammar: Grammar, index: int) -> tuple[int, float | None]:
-        """The grammar-allowed argmax, and how sure the model was of it among what it could say.
+    def _greedy(self, grammar: Grammar, index: int) -> tuple[int, float | None, float | None]:
+        """The grammar-allowed argmax, how sure the model was of it among what it could say, and
+        its margin over the runner-up (in log-probability).
 
         The log-probability is taken over the tokens the grammar allows among the model's top
         candidates: the choice the model actually had. A token the grammar forces (only one is
@@ -423,16 +428,18 @@ class LlamaCppBackend:
         if not grammar.allows(token, self._single):
             token = grammar.best(logits, self._full, self._vocab_ids)
             if token < 0:
-                return token, None
+                return token, None, None
         shortlist = np.argpartition(logits, -SHORTLIST)[-SHORTLIST:].astype(np.intc)
         if token not in shortlist:
             shortlist = np.append(shortlist, np.intc(token))
         allowed = grammar.allowed_logits(logits, shortlist, self._full[: len(shortlist)])
         allowed = allowed[np.isfinite(allowed)]
         if len(allowed) <= 1:
-            return token, None
+            return token, None, None
         top = float(allowed.max())
-        return token, float(logits[token]) - top - math.log(float(np.exp(allowed - top).sum()))
+        logprob = float(logits[token]) - top - math.log(float(np.exp(allowed - top).sum()))
+        runner_up = float(np.partition(allowed, -2)[-2])
+        return token, logprob, float(logits[token]) - runner_up
 
     def _draft(
         self, grammar: Grammar, out: bytearray, generated: list[int], budget: int, copy_source: str = ""
