@@ -27,9 +27,15 @@ class ActionFacts:
     arguments: dict[str, Any] = field(default_factory=dict)
 
 
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
+def truncate(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters (an ellipsis marks a cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def display_value(value: Any, limit: int = VALUE_CHARS) -> str:
+    """An argument's value as a reviewer reads it: a string as is, anything else as JSON."""
+    return truncate(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), limit)
 
 
 def _amount_of(arguments: dict[str, Any]) -> tuple[str, Any] | None:
@@ -63,7 +69,7 @@ def action_facts(action: dict[str, Any] | None) -> ActionFacts:
             amounts.append(money[1])
         keys = ordered[:KEY_ARGUMENTS]
         shown.update({name: arguments[name] for name in keys})
-        text = ", ".join(f"{name}={_short(arguments[name])}" for name in keys)
+        text = ", ".join(f"{name}={display_value(arguments[name])}" for name in keys)
         parts.append(text + (", …" if len(ordered) > KEY_ARGUMENTS else ""))
     amount = ""
     if amounts:

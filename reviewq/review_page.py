@@ -19,7 +19,7 @@ from django.http import QueryDict
 
 from reviewq import selectors
 from reviewq.action_facts import VALUE_CHARS as VALUE_CHARS_SHORT
-from reviewq.action_facts import action_facts
+from reviewq.action_facts import action_facts, display_value, truncate
 from reviewq.edit_forms import call_forms, input_name
 from reviewq.errors import ApplicationError
 from reviewq.models import ReviewItem
@@ -35,19 +35,6 @@ VALUE_CHARS = 200
 METADATA_ENTRIES = 20
 # Which attempts proposed an action for this request (not routing, adjudication or a shadow).
 _PROPOSING = (ModelCall.Purpose.PROPOSE, ModelCall.Purpose.RETRY, ModelCall.Purpose.ESCALATE)
-
-
-def truncate(text: str, limit: int) -> str:
-    """``text`` on one line, at most ``limit`` characters (an ellipsis marks a cut)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def display_value(value: Any, limit: int = VALUE_CHARS) -> str:
-    """An argument's value as a reviewer reads it: a string as is, anything else as JSON."""
-    if isinstance(value, str):
-        return truncate(value, limit)
-    return truncate(json.dumps(value, ensure_ascii=False), limit)
 
 
 @dataclass(frozen=True)
@@ -169,7 +156,7 @@ def grounding_facts(
         facts.append(
             ArgumentFact(
                 path=path.removeprefix("$.arguments").lstrip("."),
-                value=display_value(value),
+                value=display_value(value, VALUE_CHARS),
                 grounding=grounding,
             )
         )
@@ -290,7 +277,7 @@ def agent_facts(item: ReviewItem) -> list[Fact]:
     facts = [Fact("Agent", request.agent_key.name), Fact("Proposed by", proposed)]
     metadata = request.metadata if isinstance(request.metadata, dict) else {"metadata": request.metadata}
     for key, value in list(metadata.items())[:METADATA_ENTRIES]:
-        facts.append(Fact(truncate(str(key), 60), display_value(value)))
+        facts.append(Fact(truncate(str(key), 60), display_value(value, VALUE_CHARS)))
     if len(metadata) > METADATA_ENTRIES:
         facts.append(Fact("…", f"{len(metadata) - METADATA_ENTRIES} more metadata entries (raw JSON below)"))
     return facts

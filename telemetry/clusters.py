@@ -85,8 +85,11 @@ class Trace:
         return ""
 
 
-def request_traces() -> Iterable[Trace]:
-    """Released and denied requests, with their model calls summed up in the same query."""
+def request_traces(*, with_messages: bool = True) -> Iterable[Trace]:
+    """Released and denied requests, with their model calls summed up in the same query.
+
+    ``with_messages=False`` leaves the conversations (the bulk of each row) in the database, for
+    figures that never read them."""
     calls = ModelCall.objects.filter(request=OuterRef("pk"))
     first_slm = calls.filter(tier=Tier.SLM, purpose=ModelCall.Purpose.PROPOSE).order_by("created_at", "id")
     human = GoldenTrace.objects.filter(request=OuterRef("pk")).order_by("-created_at")
@@ -101,6 +104,8 @@ def request_traces() -> Iterable[Trace]:
         )
         .order_by("created_at", "id")
     )
+    if not with_messages:
+        rows = rows.defer("messages")
     for request in rows.iterator(chunk_size=500):
         task_type, _ = task_type_of(
             hint=request.task_type,
@@ -116,7 +121,7 @@ def request_traces() -> Iterable[Trace]:
             upstream_call_id=None,
             created_at=request.created_at,
             tools=request.tools,
-            messages=request.messages,
+            messages=request.messages if with_messages else [],
             final_action=final,
             decided_action=reference,
             task_type=task_type,
@@ -281,7 +286,7 @@ def generations() -> list[Generation]:
     """Per adapter generation, in the order they started serving: how the escalation rate, the
     share released without a human and the first proposals' accuracy moved (the loop's proof)."""
     by_name: dict[str, list[Trace]] = defaultdict(list)
-    for trace in request_traces():
+    for trace in request_traces(with_messages=False):
         if trace.generation:
             by_name[trace.generation].append(trace)
     adapters = {adapter.name: adapter for adapter in Adapter.objects.filter(name__in=list(by_name))}

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.utils import timezone
@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from reviewq.models import FINAL_STATUSES, GoldenTrace, Request, RequestStatus, ReviewItem
 from reviewq.runtime.redis_connection import redis_errors
 from telemetry.models import ModelCall
-from telemetry.selectors import end_to_end_expression, outcome_expression
+from telemetry.selectors import end_to_end_expression, first_tool_name, outcome_expression
 
 # Upper bounds in seconds. A model call takes milliseconds (a cached SLM prefix) to a minute
 # (an LLM under retries); a request's end-to-end time includes any wait for a human.
@@ -62,21 +62,13 @@ def _bucket_counts(bounds: Sequence[float], condition: Any) -> dict[str, Count]:
     return {f"le{i}": Count("pk", filter=condition(bound)) for i, bound in enumerate(bounds)}
 
 
-def _first_tool(action_field: str) -> KeyTextTransform:
-    """The name of an action's first tool call (a plan's first), from its JSON, as text.
-
-    Built from transforms rather than ``KT("…__tool_calls__0__name")``, which reads NULL once the
-    path crosses a relation."""
-    return KeyTextTransform("name", KeyTransform("0", KeyTransform("tool_calls", action_field)))
-
-
 def _with_item_labels(items: QuerySet[ReviewItem]) -> QuerySet[ReviewItem]:
     """Held items annotated with the labels ops slice the queue by: reviewer group, agent key,
     and the tool of the action under review (a plan's first call; empty with no valid proposal)."""
     return items.annotate(
         group=F("reviewer_group__name"),
         agent=F("request__agent_key__name"),
-        tool=_first_tool("action_under_review"),
+        tool=first_tool_name("action_under_review"),
     ).order_by()
 
 
@@ -126,7 +118,7 @@ class DatabaseCollector(Collector):
             Request.objects.filter(status__in=list(FINAL_STATUSES))
             .annotate(
                 agent=F("agent_key__name"),
-                tool=Coalesce(_first_tool("action"), _first_tool("proposal")),
+                tool=Coalesce(first_tool_name("action"), first_tool_name("proposal")),
                 outcome=outcome_expression(),
             )
             .order_by()
@@ -298,7 +290,7 @@ class DatabaseCollector(Collector):
             GoldenTrace.objects.annotate(
                 group=F("review_item__reviewer_group__name"),
                 agent=F("request__agent_key__name"),
-                tool=_first_tool("review_item__action_under_review"),
+                tool=first_tool_name("review_item__action_under_review"),
             )
             .order_by()
             .values("decision", "group", "agent", "tool")

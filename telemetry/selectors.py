@@ -534,8 +534,11 @@ def _validator_rates(calls: QuerySet[ModelCall]) -> tuple[int, int, list[Validat
     return n, failed, rates
 
 
-def _first_tool_name(field_name: str) -> KeyTextTransform:
-    """``field["tool_calls"][0]["name"]`` as text (one JSON path on SQLite and PostgreSQL alike)."""
+def first_tool_name(field_name: str) -> KeyTextTransform:
+    """``field["tool_calls"][0]["name"]`` as text (one JSON path on SQLite and PostgreSQL alike).
+
+    Built from transforms rather than ``KT("…__tool_calls__0__name")``, which reads NULL once the
+    path crosses a relation (``review_item__action_under_review``)."""
     return KeyTextTransform("name", KeyTransform("0", KeyTransform("tool_calls", field_name)))
 
 
@@ -544,9 +547,9 @@ def _edit_share_by_tool(decisions: QuerySet[GoldenTrace]) -> list[ToolEditShare]
     rows = (
         decisions.annotate(
             tool=Coalesce(
-                _first_tool_name("proposal"),
+                first_tool_name("proposal"),
                 # No valid proposal: the reviewer wrote the action; count it under their tool.
-                _first_tool_name("final_action"),
+                first_tool_name("final_action"),
                 KeyTextTransform("type", "proposal"),
                 Value("(no proposal)"),
                 output_field=CharField(),

@@ -182,7 +182,7 @@ def _send_email(delivery: WebhookDelivery) -> tuple[bool, str]:
         sent = mail.send_mail(
             subject, body, None, [delivery.url.removeprefix("mailto:")], fail_silently=False
         )
-    except (OSError, smtplib.SMTPException) as exc:
+    except (OSError, ValueError, smtplib.SMTPException) as exc:  # ValueError: a bad header
         return False, str(exc)[:500]
     return (sent == 1), "" if sent == 1 else "the mail backend sent nothing"
 

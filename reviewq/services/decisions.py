@@ -281,40 +281,36 @@ def _finish(
 def golden_traces_flag_bad(*, trace_ids: list[int], actor: User, reason: str) -> int:
     """Marks human decisions as mistakes (a wrong refund approved, a careless edit): exports,
     datasets and training skip them from now on. A reason is required. Returns how many changed."""
-    if not reason.strip():
+    reason = reason.strip()
+    if not reason:
         raise ApplicationError("reason_required", "say why the decision was bad")
-    flagged = 0
-    with transaction.atomic():
-        for trace in GoldenTrace.objects.filter(id__in=trace_ids, flagged_bad_at__isnull=True):
-            if GoldenTrace.objects.filter(id=trace.id, flagged_bad_at__isnull=True).update(
-                flagged_bad_at=timezone.now(), flagged_bad_by=actor, flagged_bad_reason=reason.strip()
-            ):
-                audit.record(
-                    kind="trace.flag_bad",
-                    actor=actor.get_username(),
-                    request_id=trace.request_id,
-                    item_id=trace.review_item_id,
-                    trace_id=trace.id,
-                    reason=reason.strip(),
-                )
-                flagged += 1
-    return flagged
+    flag = {"flagged_bad_at": timezone.now(), "flagged_bad_by": actor, "flagged_bad_reason": reason}
+    return _set_bad_flag(trace_ids, actor, flagged=True, fields=flag, reason=reason)
 
 
 def golden_traces_unflag(*, trace_ids: list[int], actor: User) -> int:
     """Trusts flagged traces again. Returns how many changed."""
-    unflagged = 0
+    clear = {"flagged_bad_at": None, "flagged_bad_by": None, "flagged_bad_reason": ""}
+    return _set_bad_flag(trace_ids, actor, flagged=False, fields=clear)
+
+
+def _set_bad_flag(
+    trace_ids: list[int], actor: User, *, flagged: bool, fields: dict[str, Any], **audited: Any
+) -> int:
+    """Sets or clears the flag on each trace not already so, with a guarded update and an audit
+    entry each. Returns how many changed."""
+    changed = 0
+    unchanged = {"flagged_bad_at__isnull": flagged}  # not flagged yet, or flagged still
     with transaction.atomic():
-        for trace in GoldenTrace.objects.filter(id__in=trace_ids, flagged_bad_at__isnull=False):
-            if GoldenTrace.objects.filter(id=trace.id, flagged_bad_at__isnull=False).update(
-                flagged_bad_at=None, flagged_bad_by=None, flagged_bad_reason=""
-            ):
+        for trace in GoldenTrace.objects.filter(id__in=trace_ids, **unchanged):
+            if GoldenTrace.objects.filter(id=trace.id, **unchanged).update(**fields):
                 audit.record(
-                    kind="trace.unflag",
+                    kind="trace.flag_bad" if flagged else "trace.unflag",
                     actor=actor.get_username(),
                     request_id=trace.request_id,
                     item_id=trace.review_item_id,
                     trace_id=trace.id,
+                    **audited,
                 )
-                unflagged += 1
-    return unflagged
+                changed += 1
+    return changed

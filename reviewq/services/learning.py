@@ -386,14 +386,17 @@ def learning_cycle(*, force: bool = False, actor: str = "learning-cycle") -> lis
     """One turn of the loop for each base: when enough trustworthy traces arrived since the last
     dataset (or ``force``), a new dataset, an adapter trained and replayed, and promotion where
     ``auto_promotion_refusal`` finds nothing against it. Runs on the training queue."""
+    bases = cycle_bases()
+    if not bases:
+        return []
     last = Dataset.objects.order_by("-created_at").values_list("created_at", flat=True).first()
     new = trustworthy_traces_since(last)
     if not force and new < settings.LEARNING_CYCLE_MIN_NEW_TRACES:
         reason = f"{new} new trustworthy traces, waiting for {settings.LEARNING_CYCLE_MIN_NEW_TRACES}"
-        return [CycleStep(base=base, reason=reason) for base in cycle_bases()]
+        return [CycleStep(base=base, reason=reason) for base in bases]
     steps = []
     dataset = build_dataset(DatasetOptions())
-    for base in cycle_bases():
+    for base in bases:
         try:
             adapter = train(base=base, dataset=dataset, actor=actor)
             if dataset.replay_rows:

@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import httpx2
 
@@ -111,6 +111,35 @@ class _Base:
         if deadline is None:
             return self.max_wait_ms
         return max(0, min(self.max_wait_ms, int((deadline - time.monotonic()) * 1000)))
+
+    def require_review(
+        self,
+        fn: F | None = None,
+        *,
+        tool: dict[str, Any] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        on_deny: OnDeny = "raise",
+        timeout_s: float | None = 300.0,
+        messages: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """``@client.require_review(...)`` (an ``async def`` tool with the async client): see
+        ``reviewq_client.require_review``."""
+        from reviewq_client.review_gate import require_review
+
+        client = cast("ReviewqClient | AsyncReviewqClient", self)
+        return require_review(
+            client,
+            fn,
+            tool=tool,
+            name=name,
+            description=description,
+            on_deny=on_deny,
+            timeout_s=timeout_s,
+            messages=messages,
+            metadata=metadata,
+        )
 
 
 class _WaitState:
@@ -276,33 +305,6 @@ class ReviewqClient(_Base):
         """``POST /requests/{id}/cancel``: withdraw it (AlreadyFinal if it was decided first)."""
         return self._send("POST", f"/requests/{request_id}/cancel", json={"reason": reason} if reason else {})
 
-    def require_review(
-        self,
-        fn: F | None = None,
-        *,
-        tool: dict[str, Any] | None = None,
-        name: str | None = None,
-        description: str | None = None,
-        on_deny: OnDeny = "raise",
-        timeout_s: float | None = 300.0,
-        messages: Any = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """``@client.require_review(...)``: see ``reviewq_client.require_review``."""
-        from reviewq_client.review_gate import require_review
-
-        return require_review(
-            self,
-            fn,
-            tool=tool,
-            name=name,
-            description=description,
-            on_deny=on_deny,
-            timeout_s=timeout_s,
-            messages=messages,
-            metadata=metadata,
-        )
-
 
 class AsyncReviewqClient(_Base):
     """reviewq's agent API for asyncio; the same methods as ``ReviewqClient``, awaited."""
@@ -424,31 +426,4 @@ class AsyncReviewqClient(_Base):
         """See ``ReviewqClient.cancel``."""
         return await self._send(
             "POST", f"/requests/{request_id}/cancel", json={"reason": reason} if reason else {}
-        )
-
-    def require_review(
-        self,
-        fn: F | None = None,
-        *,
-        tool: dict[str, Any] | None = None,
-        name: str | None = None,
-        description: str | None = None,
-        on_deny: OnDeny = "raise",
-        timeout_s: float | None = 300.0,
-        messages: Any = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> Any:
-        """``@client.require_review(...)`` on an ``async def`` tool: see ``reviewq_client.require_review``."""
-        from reviewq_client.review_gate import require_review
-
-        return require_review(
-            self,
-            fn,
-            tool=tool,
-            name=name,
-            description=description,
-            on_deny=on_deny,
-            timeout_s=timeout_s,
-            messages=messages,
-            metadata=metadata,
         )
